@@ -1,0 +1,320 @@
+/*
+ * banter.h: the public C API of Banter, a real-time voice AI engine.
+ *
+ * Everything a program needs to load a language model from a GGUF file, hold many conversations against it at
+ * once, and inspect or create model files. Every engine object is an opaque handle; its struct lives in src/.
+ *
+ * Conventions that hold for every function below:
+ * - Functions return a banter_status: BANTER_OK (0) or a negative error. banter_status_str() names it, and the
+ *   handle involved keeps a human-readable message for its last error (banter_model_error(), ...).
+ * - Results go into out-parameters, which are set to NULL (or 0) on failure.
+ * - Constructors and destructors come in pairs (open/close); every destructor accepts NULL.
+ * - Config structs: zero means "default". banter_*_config_default() fills one in.
+ * - Threads: a handle is used by one thread at a time. Different handles may be used from different threads,
+ *   and a banter_model may be shared by any number of contexts on any threads (it is read-only after open).
+ * - The library never prints and never exits: diagnostics go through banter_set_log().
+ */
+#ifndef BANTER_H
+#define BANTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BANTER_BUILD)
+#define BANTER_API __attribute__((visibility("default")))
+#else
+#define BANTER_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Status codes. Published values are never renumbered.
+ */
+typedef enum banter_status {
+    BANTER_OK = 0,
+    BANTER_ERR_INVALID_ARG = -1, /* a caller passed something the API does not accept */
+    BANTER_ERR_NOMEM = -2,       /* an allocation failed */
+    BANTER_ERR_IO = -3,          /* a file could not be opened, read or written */
+    BANTER_ERR_FORMAT = -4,      /* a file is corrupt, truncated or not of the expected format */
+    BANTER_ERR_UNSUPPORTED = -5, /* valid input that this build does not handle (architecture, tensor type) */
+    BANTER_ERR_CONTEXT_FULL = -6, /* a sequence has no room left in its context window */
+    BANTER_ERR_CANCELLED = -7,   /* work was stopped by a callback or a cancel request */
+    BANTER_ERR_NOT_FOUND = -8,   /* a named key, tensor or sequence does not exist */
+    BANTER_ERR_INTERNAL = -9,    /* a bug in Banter; the message says where */
+} banter_status;
+
+/* A static English name for a status ("ok", "out of memory", ...). Never NULL. Thread-safe. */
+BANTER_API const char *banter_status_str(banter_status status);
+
+/* The library version as "MAJOR.MINOR.PATCH". Static string. Thread-safe. */
+BANTER_API const char *banter_version(void);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Logging. The library reports what it chose (kernels, threads, model shape) and what went wrong through one
+ * process-wide callback. Without one, nothing is printed.
+ */
+typedef enum banter_log_level {
+    BANTER_LOG_ERROR = 0,
+    BANTER_LOG_WARN = 1,
+    BANTER_LOG_INFO = 2,
+    BANTER_LOG_DEBUG = 3,
+} banter_log_level;
+
+/* Called with one complete line (no trailing newline). May be called from any thread, concurrently. */
+typedef void (*banter_log_fn)(banter_log_level level, const char *line, void *user);
+
+/* Installs the log callback and the most verbose level passed to it. NULL removes it. Call it before other
+ * threads use the library; it is not synchronized against concurrent logging. */
+BANTER_API void banter_set_log(banter_log_fn fn, banter_log_level max_level, void *user);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * System information.
+ */
+
+/* A static description of the CPU kernels chosen at start-up, e.g. "avx512-vnni". Thread-safe. */
+BANTER_API const char *banter_cpu_features(void);
+
+/* Measures the machine's memory read bandwidth in GB/s by streaming a buffer larger than the caches with
+ * n_threads threads (0 = all cores) for about `seconds`. Returns 0 on allocation failure. Thread-safe. */
+BANTER_API double banter_measure_bandwidth(int n_threads, double seconds);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * GGUF inspection: read the metadata and tensor table of any GGUF file (model or vocabulary).
+ */
+typedef struct banter_gguf banter_gguf;
+
+/* Opens and validates a GGUF file (mapped read-only). On failure *out is NULL and, if err is not NULL, a message
+ * naming the problem is written to err (err_len bytes at most, NUL-terminated). Close with banter_gguf_close. */
+BANTER_API banter_status banter_gguf_open(const char *path, banter_gguf **out, char *err, size_t err_len);
+BANTER_API void banter_gguf_close(banter_gguf *g);
+
+BANTER_API uint32_t banter_gguf_version(const banter_gguf *g);
+BANTER_API size_t banter_gguf_n_kv(const banter_gguf *g);
+BANTER_API size_t banter_gguf_n_tensors(const banter_gguf *g);
+
+/* Writes "key = value" for metadata entry i into buf (truncated to buf_len, always NUL-terminated). Arrays show
+ * their type, length and first max_items items. Returns BANTER_ERR_INVALID_ARG if i is out of range. */
+BANTER_API banter_status banter_gguf_describe_kv(const banter_gguf *g, size_t i, size_t max_items, char *buf,
+                                                 size_t buf_len);
+
+/* Tensor i's name, type name, shape (ne[0] is the contiguous dimension), data offset and size. The strings are
+ * owned by g and live until banter_gguf_close. */
+typedef struct banter_tensor_info {
+    const char *name;
+    const char *type_name;
+    uint32_t n_dims;
+    int64_t ne[4];
+    uint64_t offset;
+    uint64_t n_bytes;
+} banter_tensor_info;
+BANTER_API banter_status banter_gguf_tensor(const banter_gguf *g, size_t i, banter_tensor_info *info);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Models. A banter_model is a loaded GGUF language model: weights (mapped, never copied unless repacked once for
+ * speed), hyperparameters, tokenizer and chat template. It is immutable after open and may be shared by any
+ * number of contexts and threads.
+ */
+typedef struct banter_model banter_model;
+
+typedef struct banter_model_config {
+    int n_threads; /* threads for the kernels of contexts created from this model; 0 = all cores */
+} banter_model_config;
+
+BANTER_API banter_model_config banter_model_config_default(void);
+
+/* Loads a model. On failure *out is NULL and err (if not NULL) holds a message naming the problem. */
+BANTER_API banter_status banter_model_open(const char *path, const banter_model_config *cfg, banter_model **out,
+                                           char *err, size_t err_len);
+BANTER_API void banter_model_close(banter_model *m);
+
+typedef struct banter_model_desc {
+    const char *arch;       /* "gemma3", "llama" */
+    const char *name;       /* general.name, or "" */
+    const char *chat_format; /* "gemma", "llama3", "chatml", "llama2" */
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    uint64_t n_params;      /* parameters in the weight tensors */
+    uint64_t n_bytes;       /* bytes of the weight tensors */
+    const char *weight_type; /* the most common weight type, e.g. "Q8_0" */
+    int32_t bos, eos, eot;  /* special tokens, -1 when absent */
+} banter_model_desc;
+
+/* Fills *desc. Strings are owned by the model. Thread-safe. */
+BANTER_API void banter_model_describe(const banter_model *m, banter_model_desc *desc);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Tokens and text. Thread-safe (the model is read-only).
+ */
+typedef int32_t banter_token;
+
+/* Tokenizes len bytes of text (invalid UTF-8 is replaced by U+FFFD per bad byte, as the reference tokenizers do).
+ * add_bos prepends BOS where the model asks for it; parse_special recognizes control tokens such as
+ * "<start_of_turn>" written in the text. Writes at most n_max tokens; *n_out receives the full count, and if it
+ * exceeds n_max the result is BANTER_ERR_INVALID_ARG with nothing useful in tokens (call again, larger). */
+BANTER_API banter_status banter_tokenize(const banter_model *m, const char *text, size_t len, bool add_bos,
+                                         bool parse_special, banter_token *tokens, size_t n_max, size_t *n_out);
+
+/* The text of one token as it appears in output (SentencePiece "▁" becomes a space, byte tokens become their
+ * byte). Control tokens yield "" unless render_special. Returns the byte length, which may exceed buf_len (the
+ * output is then truncated); -1 for an invalid token. The output is not NUL-terminated. */
+BANTER_API int banter_token_to_piece(const banter_model *m, banter_token t, bool render_special, char *buf,
+                                     size_t buf_len);
+
+/* True for tokens that end a turn (EOS, EOT, <end_of_turn>, <|eot_id|>, ...). */
+BANTER_API bool banter_token_is_eog(const banter_model *m, banter_token t);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Chat formatting. Renders messages with the model's chat format into the exact prompt text the model was
+ * trained on, optionally ending with the opening of an assistant turn.
+ */
+typedef struct banter_chat_message {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* UTF-8 text */
+} banter_chat_message;
+
+/* Writes the rendered prompt (NUL-terminated) into buf. Returns the length needed without the NUL, which may be
+ * >= buf_len (then call again with a larger buffer), or -1 if a role is unknown. Thread-safe. */
+BANTER_API long banter_chat_render(const banter_model *m, const banter_chat_message *msgs, size_t n_msgs,
+                                   bool add_assistant_prompt, char *buf, size_t buf_len);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Contexts and sequences. A context holds the KV caches of up to n_seq conversations ("sequences") and runs
+ * batched forward passes over them. Memory for activations and caches is allocated once, at open.
+ */
+typedef struct banter_context banter_context;
+
+typedef struct banter_context_config {
+    int n_ctx;   /* positions per sequence; 0 = min(model's training context, 4096) */
+    int n_seq;   /* sequences that may exist at once; 0 = 1 */
+    int n_batch; /* most tokens in one forward pass; 0 = 512 */
+    int n_threads; /* kernel threads; 0 = the model's setting */
+} banter_context_config;
+
+BANTER_API banter_context_config banter_context_config_default(void);
+
+BANTER_API banter_status banter_context_open(const banter_model *m, const banter_context_config *cfg,
+                                             banter_context **out);
+BANTER_API void banter_context_close(banter_context *c);
+
+/* The message of the context's last error. Owned by the context, valid until its next call. */
+BANTER_API const char *banter_context_error(const banter_context *c);
+
+/* Bytes held by the context (KV caches plus scratch). */
+BANTER_API size_t banter_context_bytes(const banter_context *c);
+
+/* Creates an empty sequence and writes its id (0 .. n_seq-1). BANTER_ERR_CONTEXT_FULL when all are in use. */
+BANTER_API banter_status banter_seq_open(banter_context *c, int *seq);
+
+/* Frees a sequence and its cache. Accepts ids that are not open (no-op). */
+BANTER_API void banter_seq_close(banter_context *c, int seq);
+
+/* Number of positions held in the sequence's cache (the next token goes at this position). */
+BANTER_API int banter_seq_len(const banter_context *c, int seq);
+
+/* Drops every cached position >= n_keep, so the sequence continues from position n_keep. Used for barge-in
+ * rollback and regeneration. n_keep must be <= banter_seq_len. */
+BANTER_API banter_status banter_seq_truncate(banter_context *c, int seq, int n_keep);
+
+/* Opens a new sequence holding a copy of the first n_keep positions of src (n_keep < 0 = all). One prefilled
+ * system prompt can seed many conversations this way. */
+BANTER_API banter_status banter_seq_fork(banter_context *c, int src, int n_keep, int *dst);
+
+/* One entry of a batch: feed `token` at position `pos` of sequence `seq`. Positions of one sequence must be
+ * consecutive and continue from banter_seq_len. When want_logits is set, the logits after this token are kept. */
+typedef struct banter_batch_entry {
+    banter_token token;
+    int seq;
+    int pos;
+    bool want_logits;
+} banter_batch_entry;
+
+/* Runs one forward pass over n entries (any mix of sequences, at most n_batch). On success, banter_logits(c, i)
+ * returns the logits of entry i if it asked for them. On error no sequence is changed. */
+BANTER_API banter_status banter_decode(banter_context *c, const banter_batch_entry *entries, int n);
+
+/* The n_vocab logits of batch entry i of the last banter_decode, or NULL if it did not ask for them. Owned by the
+ * context; valid until the next banter_decode. */
+BANTER_API const float *banter_logits(const banter_context *c, int i);
+
+/* Appends tokens to a sequence, in chunks of n_batch, keeping only the logits of the last token (returned through
+ * *logits when not NULL, valid until the next decode). The common "prefill" step. */
+BANTER_API banter_status banter_seq_feed(banter_context *c, int seq, const banter_token *tokens, int n,
+                                         const float **logits);
+
+/* Asks the context to stop the banter_decode (or generation) in progress at the next step boundary. May be called
+ * from any thread. The call in progress then returns BANTER_ERR_CANCELLED and the flag is cleared. */
+BANTER_API void banter_context_cancel(banter_context *c);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Sampling.
+ */
+typedef struct banter_sampler banter_sampler;
+
+typedef struct banter_sampler_config {
+    float temperature;  /* 0 = greedy (argmax, ties to the lowest id); default 0.8 in banter_sampler_config_default */
+    int top_k;          /* 0 = off */
+    float top_p;        /* 1 or 0 = off */
+    float min_p;        /* 0 = off */
+    float repeat_penalty; /* 1 or 0 = off; divides positive and multiplies negative logits of recent tokens */
+    int repeat_last_n;  /* how many recent tokens the penalty looks at; 0 = 64 */
+    uint64_t seed;      /* 0 = a fixed default seed, so runs are reproducible */
+} banter_sampler_config;
+
+BANTER_API banter_sampler_config banter_sampler_config_default(void);
+BANTER_API banter_status banter_sampler_open(const banter_sampler_config *cfg, int n_vocab, banter_sampler **out);
+BANTER_API void banter_sampler_close(banter_sampler *s);
+
+/* Picks a token from logits (not modified). Deterministic for a given seed and sequence of calls. */
+BANTER_API banter_token banter_sampler_sample(banter_sampler *s, const float *logits);
+
+/* Tells the sampler a token was emitted or fed (for the repetition penalty). */
+BANTER_API void banter_sampler_accept(banter_sampler *s, banter_token t);
+
+/* Forgets the accepted history and restarts the random stream from the seed. */
+BANTER_API void banter_sampler_reset(banter_sampler *s);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Generation: feed a prompt, then sample and stream tokens until an end-of-generation token, max_tokens, a full
+ * context, a cancel, or the callback returning 0.
+ */
+
+/* Called once per generated token with its text piece (not NUL-terminated). Return nonzero to continue, 0 to
+ * stop. */
+typedef int (*banter_token_fn)(banter_token t, const char *piece, size_t piece_len, void *user);
+
+typedef struct banter_generate_stats {
+    int n_prompt;        /* tokens fed */
+    int n_generated;     /* tokens sampled (including a final end-of-generation token) */
+    double prefill_ms;   /* wall time of feeding the prompt */
+    double decode_ms;    /* wall time of the decode steps */
+    bool stopped_eog;    /* ended on an end-of-generation token */
+} banter_generate_stats;
+
+BANTER_API banter_status banter_generate(banter_context *c, int seq, const banter_token *prompt, int n_prompt,
+                                         banter_sampler *s, int max_tokens, banter_token_fn on_token, void *user,
+                                         banter_generate_stats *stats);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Synthetic models: a random-weight GGUF model of a real architecture and shape, for tests and benchmarks that
+ * must not depend on a download.
+ */
+typedef struct banter_synth_config {
+    const char *arch;        /* "gemma3" (default) or "llama" */
+    const char *shape;       /* "tiny", "270m", "1b"; default "tiny" */
+    const char *weight_type; /* "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"; default "Q8_0" */
+    const char *vocab_from;  /* copy the tokenizer from this GGUF; NULL = a small synthetic vocabulary */
+    uint64_t seed;           /* 0 = 1 */
+} banter_synth_config;
+
+/* Writes a synthetic model to path. err as in banter_model_open. Thread-safe. */
+BANTER_API banter_status banter_model_synth(const banter_synth_config *cfg, const char *path, char *err,
+                                            size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BANTER_H */

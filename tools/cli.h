@@ -1,0 +1,38 @@
+/*
+ * cli.h: what the `banter` subcommands share. Each subcommand lives in its own file as
+ * `int cmd_NAME(int argc, char **argv)` (argv[0] is the subcommand's name) and returns the process exit code:
+ * 0 on success, 1 on a runtime failure, 2 on a usage error. Subcommands use the public header only.
+ */
+#ifndef BANTER_CLI_H
+#define BANTER_CLI_H
+
+#include "banter.h"
+
+#include <stdbool.h>
+
+int cmd_chat(int argc, char **argv);
+int cmd_model(int argc, char **argv);
+int cmd_model_info(int argc, char **argv);
+int cmd_model_eval(int argc, char **argv);
+int cmd_model_tokenize(int argc, char **argv);
+int cmd_model_synth(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Installs a stderr logger showing messages up to `level` ("banter: ..." prefix). */
+void cli_log_init(banter_log_level level);
+
+/* True if s is "-h" or "--help". */
+bool cli_is_help(const char *s);
+
+/* Strict number parsing: the whole string must be a number within [lo, hi]. Prints an error naming `what` and
+ * returns false otherwise. */
+bool cli_parse_int(const char *s, const char *what, long lo, long hi, long *out);
+bool cli_parse_float(const char *s, const char *what, double lo, double hi, double *out);
+
+/* For options taking a value: returns argv[++*i] or prints "OPTION needs a value" and returns NULL. */
+const char *cli_value(int argc, char **argv, int *i);
+
+/* The hint printed when a model path is missing or cannot be opened. */
+void cli_model_hint(void);
+
+#endif
