@@ -190,6 +190,7 @@ typedef struct banter_context_config {
     int n_ctx;   /* positions per sequence; 0 = min(model's training context, 4096) */
     int n_seq;   /* sequences that may exist at once; 0 = 1 */
     int n_batch; /* most tokens in one forward pass; 0 = 512 */
+    int n_outputs; /* most batch entries with want_logits in one forward pass; 0 = max(n_seq, 1) */
     int n_threads; /* kernel threads; 0 = the model's setting */
 } banter_context_config;
 
