@@ -69,6 +69,10 @@ struct gguf_kv {
     uint64_t arr_n;
     const void *arr_data;
     struct gguf_str *arr_strs;
+    /* The value exactly as encoded in the file (the bytes after value_type), so that any entry, nested arrays
+     * included, can be copied verbatim by gguf_writer_copy_kv. NULL for entries built by hand. */
+    const void *raw;
+    uint64_t raw_len;
 };
 
 struct gguf_tensor {
@@ -120,6 +124,11 @@ const struct gguf_kv *gguf_get_arr(const struct gguf_file *f, const char *key, e
 /* Scalar array element i as double / int64 (no bounds check beyond an assert). */
 double gguf_arr_f64(const struct gguf_kv *kv, uint64_t i);
 int64_t gguf_arr_i64(const struct gguf_kv *kv, uint64_t i);
+
+/* Writes the value of kv as text into buf (truncated to buf_len, always NUL-terminated): numbers, quoted
+ * strings with control characters escaped, and arrays as `[type x n] item, item, ...` showing at most max_items
+ * items. Returns the number of characters written. */
+size_t gguf_describe_value(const struct gguf_kv *kv, size_t max_items, char *buf, size_t buf_len);
 
 const char *gguf_vtype_name(enum gguf_vtype t);
 /* Size of a scalar value type, 0 for string/array/invalid. */
