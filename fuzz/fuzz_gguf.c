@@ -24,9 +24,11 @@ static void touch(const struct gguf_file *f)
     char text[512], name[512];
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const struct gguf_kv *kv = &f->kv[i];
-        for (uint64_t j = 0; j < kv->key.len; j++) sum += (uint8_t)kv->key.ptr[j];
+        for (uint64_t j = 0; j < kv->key.len; j++)
+            sum += (uint8_t)kv->key.ptr[j];
         if (kv->type == GGUF_STRING)
-            for (uint64_t j = 0; j < kv->str.len; j++) sum += (uint8_t)kv->str.ptr[j];
+            for (uint64_t j = 0; j < kv->str.len; j++)
+                sum += (uint8_t)kv->str.ptr[j];
         if (kv->type == GGUF_ARRAY && kv->arr_data)
             for (uint64_t j = 0; j < kv->arr_n; j++) {
                 sum += (uint64_t)gguf_arr_i64(kv, j);
@@ -34,8 +36,10 @@ static void touch(const struct gguf_file *f)
             }
         if (kv->type == GGUF_ARRAY && kv->arr_strs)
             for (uint64_t j = 0; j < kv->arr_n; j++)
-                for (uint64_t k = 0; k < kv->arr_strs[j].len; k++) sum += (uint8_t)kv->arr_strs[j].ptr[k];
-        for (uint64_t j = 0; j < kv->raw_len; j++) sum += ((const uint8_t *)kv->raw)[j];
+                for (uint64_t k = 0; k < kv->arr_strs[j].len; k++)
+                    sum += (uint8_t)kv->arr_strs[j].ptr[k];
+        for (uint64_t j = 0; j < kv->raw_len; j++)
+            sum += ((const uint8_t *)kv->raw)[j];
         sum += gguf_describe_value(kv, 16, text, sizeof text);
 
         /* Lookups by the same key (when it has no NUL inside and fits) must find an entry with that key. */
@@ -60,7 +64,8 @@ static void touch(const struct gguf_file *f)
         if (t->n_bytes == 0 || t->n_dims < 1 || t->n_dims > 4) abort();
         if (d < f->base + f->data_offset || (uint64_t)(d - f->base) + t->n_bytes > f->size) abort();
         sum += d[0] + d[t->n_bytes - 1];
-        for (uint64_t j = 0; j < t->name.len; j++) sum += (uint8_t)t->name.ptr[j];
+        for (uint64_t j = 0; j < t->name.len; j++)
+            sum += (uint8_t)t->name.ptr[j];
         if (t->name.len < sizeof name && !memchr(t->name.ptr, 0, t->name.len)) {
             memcpy(name, t->name.ptr, t->name.len);
             name[t->name.len] = 0;
@@ -69,7 +74,8 @@ static void touch(const struct gguf_file *f)
     }
     struct gguf_writer *w = gguf_writer_new();
     if (w) {
-        for (uint64_t i = 0; i < f->n_kv; i++) sum += (uint64_t)gguf_writer_copy_kv(w, &f->kv[i]);
+        for (uint64_t i = 0; i < f->n_kv; i++)
+            sum += (uint64_t)gguf_writer_copy_kv(w, &f->kv[i]);
         gguf_writer_free(w);
     }
     sink += sum + (dsum != 0);

@@ -1,15 +1,17 @@
 /*
  * test_gguf.c: the GGUF reader and writer.
  *
- *   1. Round trip: every value type (scalars, strings, arrays of each scalar type, string arrays, nested arrays)
- *      and tensors of several types and ranks go through the writer and come back unchanged through the reader,
- *      the typed getters, the public inspection API and a verbatim copy (which must reproduce the file byte for
- *      byte).
- *   2. Real files: the model and vocabulary fixtures in ../shared open, validate and copy (skipped when absent).
- *   3. Hostile input: every truncation of a small valid file, a few thousand random corruptions, and one crafted
- *      file per rule the reader enforces, each of which must fail cleanly with a message naming the problem.
- *   4. Allocation failures injected at every allocation of an open must give BANTER_ERR_NOMEM and leak nothing
- *      (run under ASan or valgrind to see leaks).
+ *   1. Round trip: every value type (scalars, strings, arrays of each scalar type, string arrays, nested
+ * arrays) and tensors of several types and ranks go through the writer and come back unchanged through the
+ * reader, the typed getters, the public inspection API and a verbatim copy (which must reproduce the file
+ * byte for byte).
+ *   2. Real files: the model and vocabulary fixtures in ../shared open, validate and copy (skipped when
+ * absent).
+ *   3. Hostile input: every truncation of a small valid file, a few thousand random corruptions, and one
+ * crafted file per rule the reader enforces, each of which must fail cleanly with a message naming the
+ * problem.
+ *   4. Allocation failures injected at every allocation of an open must give BANTER_ERR_NOMEM and leak
+ * nothing (run under ASan or valgrind to see leaks).
  */
 #include "banter.h"
 #include "core/core.h"
@@ -64,14 +66,19 @@ static uint64_t touch_all(const struct gguf_file *f)
     char buf[256];
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const struct gguf_kv *kv = &f->kv[i];
-        for (uint64_t j = 0; j < kv->key.len; j++) sum += (uint8_t)kv->key.ptr[j];
-        for (uint64_t j = 0; j < kv->str.len; j++) sum += (uint8_t)kv->str.ptr[j];
+        for (uint64_t j = 0; j < kv->key.len; j++)
+            sum += (uint8_t)kv->key.ptr[j];
+        for (uint64_t j = 0; j < kv->str.len; j++)
+            sum += (uint8_t)kv->str.ptr[j];
         if (kv->type == GGUF_ARRAY && kv->arr_data)
-            for (uint64_t j = 0; j < kv->arr_n; j++) sum += (uint64_t)gguf_arr_i64(kv, j);
+            for (uint64_t j = 0; j < kv->arr_n; j++)
+                sum += (uint64_t)gguf_arr_i64(kv, j);
         if (kv->arr_strs)
             for (uint64_t j = 0; j < kv->arr_n; j++)
-                for (uint64_t k = 0; k < kv->arr_strs[j].len; k++) sum += (uint8_t)kv->arr_strs[j].ptr[k];
-        for (uint64_t j = 0; j < kv->raw_len; j++) sum += ((const uint8_t *)kv->raw)[j];
+                for (uint64_t k = 0; k < kv->arr_strs[j].len; k++)
+                    sum += (uint8_t)kv->arr_strs[j].ptr[k];
+        for (uint64_t j = 0; j < kv->raw_len; j++)
+            sum += ((const uint8_t *)kv->raw)[j];
         sum += gguf_describe_value(kv, 4, buf, sizeof buf);
     }
     for (uint64_t i = 0; i < f->n_tensors; i++) {
@@ -89,11 +96,10 @@ static uint64_t touch_all(const struct gguf_file *f)
 static const char *const STRS[] = {"alpha", "", "line\nbreak \"quoted\"", "\xe2\x96\x81token"};
 
 /* A nested array, as encoded after value_type: [array x 2] of ([u8 x 3] 1 2 3) and ([string x 1] "hi"). */
-static const uint8_t NESTED[] = {
-    9, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,                  /* elem type array, n = 2 */
-    0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3,         /* [u8 x 3] */
-    8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,                  /* [string x 1] */
-    2, 0, 0, 0, 0, 0, 0, 0, 'h', 'i'};
+static const uint8_t NESTED[] = {9, 0, 0, 0, 2, 0, 0, 0, 0,   0,  0, 0,          /* elem type array, n = 2 */
+                                 0, 0, 0, 0, 3, 0, 0, 0, 0,   0,  0, 0, 1, 2, 3, /* [u8 x 3] */
+                                 8, 0, 0, 0, 1, 0, 0, 0, 0,   0,  0, 0,          /* [string x 1] */
+                                 2, 0, 0, 0, 0, 0, 0, 0, 'h', 'i'};
 
 static int build_sample(struct gguf_writer *w, uint32_t alignment)
 {
@@ -116,16 +122,20 @@ static int build_sample(struct gguf_writer *w, uint32_t alignment)
         enum gguf_vtype type;
         int64_t i;
         double f;
-    } hand[] = {{"t.u8", GGUF_U8, 200, 0},      {"t.i8", GGUF_I8, -100, 0},      {"t.u16", GGUF_U16, 60000, 0},
-                {"t.i16", GGUF_I16, -30000, 0}, {"t.i64", GGUF_I64, INT64_MIN, 0}, {"t.f64", GGUF_F64, 0, 1e-300}};
+    } hand[] = {{"t.u8", GGUF_U8, 200, 0},         {"t.i8", GGUF_I8, -100, 0},
+                {"t.u16", GGUF_U16, 60000, 0},     {"t.i16", GGUF_I16, -30000, 0},
+                {"t.i64", GGUF_I64, INT64_MIN, 0}, {"t.f64", GGUF_F64, 0, 1e-300}};
     for (size_t i = 0; i < sizeof hand / sizeof hand[0]; i++) {
         memset(&kv, 0, sizeof kv);
         kv.key.ptr = hand[i].key;
         kv.key.len = strlen(hand[i].key);
         kv.type = hand[i].type;
-        if (hand[i].type == GGUF_F64) kv.v.f64 = hand[i].f;
-        else if (hand[i].type == GGUF_U8 || hand[i].type == GGUF_U16) kv.v.u64 = (uint64_t)hand[i].i;
-        else kv.v.i64 = hand[i].i;
+        if (hand[i].type == GGUF_F64)
+            kv.v.f64 = hand[i].f;
+        else if (hand[i].type == GGUF_U8 || hand[i].type == GGUF_U16)
+            kv.v.u64 = (uint64_t)hand[i].i;
+        else
+            kv.v.i64 = hand[i].i;
         rc |= gguf_writer_copy_kv(w, &kv);
     }
 
@@ -139,10 +149,20 @@ static int build_sample(struct gguf_writer *w, uint32_t alignment)
             double dv = j == 4 ? -0.5 : j;
             uint8_t *p = data + j * es;
             switch (t) {
-            case GGUF_F32: { float x = (float)dv; memcpy(p, &x, 4); break; }
-            case GGUF_F64: memcpy(p, &dv, 8); break;
-            case GGUF_BOOL: *p = (uint8_t)(j & 1); break;
-            default: memcpy(p, &iv, es); break; /* little-endian truncation of the int64 */
+            case GGUF_F32: {
+                float x = (float)dv;
+                memcpy(p, &x, 4);
+                break;
+            }
+            case GGUF_F64:
+                memcpy(p, &dv, 8);
+                break;
+            case GGUF_BOOL:
+                *p = (uint8_t)(j & 1);
+                break;
+            default:
+                memcpy(p, &iv, es);
+                break; /* little-endian truncation of the int64 */
             }
         }
         char key[32];
@@ -151,7 +171,8 @@ static int build_sample(struct gguf_writer *w, uint32_t alignment)
     }
     rc |= gguf_writer_set_arr(w, "t.arr.empty", GGUF_I32, NULL, 0);
     struct gguf_str strs[4];
-    for (int i = 0; i < 4; i++) strs[i] = (struct gguf_str){STRS[i], strlen(STRS[i])};
+    for (int i = 0; i < 4; i++)
+        strs[i] = (struct gguf_str){STRS[i], strlen(STRS[i])};
     rc |= gguf_writer_set_arr_str(w, "t.arr.str", strs, 4);
     /* A key with an embedded NUL byte and a value string with one. */
     memset(&kv, 0, sizeof kv);
@@ -169,21 +190,26 @@ static int build_sample(struct gguf_writer *w, uint32_t alignment)
     kv.arr_n = 2;
     CHECK_INT_EQ(gguf_writer_copy_kv(w, &kv), BANTER_ERR_INVALID_ARG);
 
-    /* Tensors: F32 2-D, F16 1-D of odd length (forces padding), F32 4-D, and Q8_0 if the tensor module knows it. */
+    /* Tensors: F32 2-D, F16 1-D of odd length (forces padding), F32 4-D, and Q8_0 if the tensor module knows
+     * it. */
     float a[4 * 3];
-    for (int i = 0; i < 12; i++) a[i] = (float)i * 0.5f;
+    for (int i = 0; i < 12; i++)
+        a[i] = (float)i * 0.5f;
     int64_t ne_a[2] = {4, 3};
     rc |= gguf_writer_add_tensor(w, "a.weight", TENSOR_F32, 2, ne_a, a);
     uint16_t h[7];
-    for (int i = 0; i < 7; i++) h[i] = (uint16_t)(0x3c00 + i);
+    for (int i = 0; i < 7; i++)
+        h[i] = (uint16_t)(0x3c00 + i);
     int64_t ne_h[1] = {7};
     rc |= gguf_writer_add_tensor(w, "h.weight", TENSOR_F16, 1, ne_h, h);
     float c[16];
-    for (int i = 0; i < 16; i++) c[i] = -(float)i;
+    for (int i = 0; i < 16; i++)
+        c[i] = -(float)i;
     int64_t ne_c[4] = {2, 2, 2, 2};
     rc |= gguf_writer_add_tensor(w, "c.weight", TENSOR_F32, 4, ne_c, c);
     uint8_t q[2 * 34];
-    for (int i = 0; i < (int)sizeof q; i++) q[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < (int)sizeof q; i++)
+        q[i] = (uint8_t)(i * 7);
     int64_t ne_q[2] = {32, 2};
     rc |= gguf_writer_add_tensor(w, "q.weight", TENSOR_Q8_0, 2, ne_q, q);
     return rc;
@@ -256,10 +282,14 @@ static void check_sample(const struct gguf_file *f, uint32_t alignment)
                 CHECK_NEAR(gguf_arr_f64(kv, (uint64_t)j), j, 0);
             }
         }
-        if (t == GGUF_F32 || t == GGUF_F64) CHECK_NEAR(gguf_arr_f64(kv, 4), -0.5, 0);
-        else if (t == GGUF_I8 || t == GGUF_I16 || t == GGUF_I32 || t == GGUF_I64) CHECK_INT_EQ(gguf_arr_i64(kv, 4), -1);
-        else if (t == GGUF_U8) CHECK_INT_EQ(gguf_arr_i64(kv, 4), 255);
-        else if (t == GGUF_U32) CHECK_NEAR(gguf_arr_f64(kv, 4), 4294967295.0, 0);
+        if (t == GGUF_F32 || t == GGUF_F64)
+            CHECK_NEAR(gguf_arr_f64(kv, 4), -0.5, 0);
+        else if (t == GGUF_I8 || t == GGUF_I16 || t == GGUF_I32 || t == GGUF_I64)
+            CHECK_INT_EQ(gguf_arr_i64(kv, 4), -1);
+        else if (t == GGUF_U8)
+            CHECK_INT_EQ(gguf_arr_i64(kv, 4), 255);
+        else if (t == GGUF_U32)
+            CHECK_NEAR(gguf_arr_f64(kv, 4), 4294967295.0, 0);
     }
     const struct gguf_kv *e = gguf_get_arr(f, "t.arr.empty", GGUF_I32);
     CHECK(e && e->arr_n == 0);
@@ -267,7 +297,8 @@ static void check_sample(const struct gguf_file *f, uint32_t alignment)
     CHECK(sa && sa->arr_n == 4 && sa->arr_strs);
     if (sa && sa->arr_strs)
         for (int i = 0; i < 4; i++)
-            CHECK(sa->arr_strs[i].len == strlen(STRS[i]) && !memcmp(sa->arr_strs[i].ptr, STRS[i], strlen(STRS[i])));
+            CHECK(sa->arr_strs[i].len == strlen(STRS[i]) &&
+                  !memcmp(sa->arr_strs[i].ptr, STRS[i], strlen(STRS[i])));
     const struct gguf_kv *n = gguf_get_arr(f, "t.nested", GGUF_ARRAY);
     CHECK(n && n->arr_n == 2 && n->arr_data == NULL && n->arr_strs == NULL);
     CHECK(n && n->raw_len == sizeof NESTED && !memcmp(n->raw, NESTED, sizeof NESTED));
@@ -313,7 +344,8 @@ static void test_round_trip(void)
         /* Bad tensors are refused. */
         int64_t ne_bad[2] = {33, 1};
         CHECK_INT_EQ(gguf_writer_add_tensor(w, "bad", TENSOR_Q8_0, 2, ne_bad, NULL), BANTER_ERR_INVALID_ARG);
-        CHECK_INT_EQ(gguf_writer_add_tensor(w, "a.weight", TENSOR_F32, 1, ne_bad, NULL), BANTER_ERR_INVALID_ARG);
+        CHECK_INT_EQ(gguf_writer_add_tensor(w, "a.weight", TENSOR_F32, 1, ne_bad, NULL),
+                     BANTER_ERR_INVALID_ARG);
         CHECK_INT_EQ(gguf_writer_add_tensor(w, "bad", 1000, 1, ne_bad, NULL), BANTER_ERR_INVALID_ARG);
         CHECK_INT_EQ(gguf_writer_add_tensor(w, "bad", TENSOR_F32, 5, ne_bad, NULL), BANTER_ERR_INVALID_ARG);
         CHECK_INT_EQ(gguf_writer_write(w, path, err, sizeof err), 0);
@@ -332,7 +364,8 @@ static void test_round_trip(void)
 
         /* A verbatim copy of every entry and tensor reproduces the file exactly. */
         w = gguf_writer_new();
-        for (uint64_t i = 0; i < f->n_kv; i++) CHECK_INT_EQ(gguf_writer_copy_kv(w, &f->kv[i]), 0);
+        for (uint64_t i = 0; i < f->n_kv; i++)
+            CHECK_INT_EQ(gguf_writer_copy_kv(w, &f->kv[i]), 0);
         for (uint64_t i = 0; i < f->n_tensors; i++) {
             const struct gguf_tensor *t = &f->tensors[i];
             char name[64];
@@ -395,7 +428,8 @@ static void test_round_trip(void)
                 if (!strncmp(key, "t.u64 =", 7)) CHECK_STR_EQ(line, "t.u64 = 18446744073709551615");
                 if (!strncmp(key, "t.i64 =", 7)) CHECK_STR_EQ(line, "t.i64 = -9223372036854775808");
                 if (!strncmp(key, "t.bool =", 8)) CHECK_STR_EQ(line, "t.bool = true");
-                if (!strncmp(key, "t.arr.str =", 11)) CHECK_STR_EQ(line, "t.arr.str = [string x 4] \"alpha\", \"\", ...");
+                if (!strncmp(key, "t.arr.str =", 11))
+                    CHECK_STR_EQ(line, "t.arr.str = [string x 4] \"alpha\", \"\", ...");
                 if (!strncmp(key, "t.arr.i8 =", 10)) CHECK_STR_EQ(line, "t.arr.i8 = [i8 x 5] 0, 1, ...");
                 if (!strncmp(key, "t.arr.u64 =", 11)) CHECK_STR_EQ(line, "t.arr.u64 = [u64 x 5] 0, 1, ...");
                 if (!strncmp(key, "t.arr.empty =", 13)) CHECK_STR_EQ(line, "t.arr.empty = [i32 x 0]");
@@ -486,7 +520,8 @@ static void check_real(const char *rel, int is_model)
     /* Copy everything and read it back: same entries, same tensor data. */
     tmp_path(copy_path, sizeof copy_path, "realcopy");
     struct gguf_writer *w = gguf_writer_new();
-    for (uint64_t i = 0; i < f->n_kv; i++) CHECK_INT_EQ(gguf_writer_copy_kv(w, &f->kv[i]), 0);
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        CHECK_INT_EQ(gguf_writer_copy_kv(w, &f->kv[i]), 0);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
         char name[256];
@@ -501,7 +536,8 @@ static void check_real(const char *rel, int is_model)
         CHECK_INT_EQ(g->n_kv, f->n_kv);
         CHECK_INT_EQ(g->n_tensors, f->n_tensors);
         for (uint64_t i = 0; i < g->n_kv && i < f->n_kv; i++)
-            CHECK(g->kv[i].raw_len == f->kv[i].raw_len && !memcmp(g->kv[i].raw, f->kv[i].raw, f->kv[i].raw_len));
+            CHECK(g->kv[i].raw_len == f->kv[i].raw_len &&
+                  !memcmp(g->kv[i].raw, f->kv[i].raw, f->kv[i].raw_len));
         for (uint64_t i = 0; i < g->n_tensors && i < f->n_tensors; i++)
             CHECK(g->tensors[i].n_bytes == f->tensors[i].n_bytes &&
                   !memcmp(g->tensors[i].data, f->tensors[i].data, f->tensors[i].n_bytes));
@@ -515,14 +551,16 @@ static void check_real(const char *rel, int is_model)
 
 static void test_real_files(void)
 {
-    static const char *const models[] = {"fixtures/llm/gemma3-tiny-f32.gguf", "fixtures/llm/gemma3-small-f16.gguf",
-                                         "fixtures/llm/gemma3-small-q8_0.gguf", "fixtures/llm/gemma3-small-q4_0.gguf",
-                                         "fixtures/llm/gemma3-small-q4_k_m.gguf",
-                                         "fixtures/llm/llama-tiny-spm-f16.gguf"};
+    static const char *const models[] = {
+        "fixtures/llm/gemma3-tiny-f32.gguf",     "fixtures/llm/gemma3-small-f16.gguf",
+        "fixtures/llm/gemma3-small-q8_0.gguf",   "fixtures/llm/gemma3-small-q4_0.gguf",
+        "fixtures/llm/gemma3-small-q4_k_m.gguf", "fixtures/llm/llama-tiny-spm-f16.gguf"};
     static const char *const vocabs[] = {"fixtures/tokenizer/ggml-vocab-gpt-2.gguf",
                                          "fixtures/tokenizer/ggml-vocab-llama-spm.gguf"};
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_real(models[i], 1);
-    for (size_t i = 0; i < sizeof vocabs / sizeof vocabs[0]; i++) check_real(vocabs[i], 0);
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        check_real(models[i], 1);
+    for (size_t i = 0; i < sizeof vocabs / sizeof vocabs[0]; i++)
+        check_real(vocabs[i], 0);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -607,9 +645,12 @@ static void test_truncation_and_corruption(void)
             c[pos] = (r & 1) ? (uint8_t)(r >> 8) : special[(r >> 8) % sizeof special];
         }
         int rc = open_copy(c, size, err, sizeof err, &touched);
-        if (rc == 0) n_opened++;
-        else if (rc == BANTER_ERR_FORMAT) n_failed++;
-        else n_bad++;
+        if (rc == 0)
+            n_opened++;
+        else if (rc == BANTER_ERR_FORMAT)
+            n_failed++;
+        else
+            n_bad++;
         free(c);
     }
     CHECK_INT_EQ(n_bad, 0);
@@ -657,15 +698,18 @@ static void bb_tensor(struct bb *b, const char *name, uint32_t n_dims, const uin
 {
     bb_str(b, name);
     bb_u32(b, n_dims);
-    for (uint32_t d = 0; d < n_dims; d++) bb_u64(b, ne[d]);
+    for (uint32_t d = 0; d < n_dims; d++)
+        bb_u64(b, ne[d]);
     bb_u32(b, type);
     bb_u64(b, offset);
 }
 /* Pads to 32 and appends n data bytes. */
 static void bb_data(struct bb *b, size_t n)
 {
-    while (b->n % 32) b->buf[b->n++] = 0;
-    for (size_t i = 0; i < n; i++) b->buf[b->n++] = (uint8_t)i;
+    while (b->n % 32)
+        b->buf[b->n++] = 0;
+    for (size_t i = 0; i < n; i++)
+        b->buf[b->n++] = (uint8_t)i;
 }
 
 static void expect_fail(const char *what, struct bb *b, int want_rc, const char *want_msg)
@@ -675,8 +719,8 @@ static void expect_fail(const char *what, struct bb *b, int want_rc, const char 
     test_n_checks++;
     if (rc != want_rc || !strstr(err, want_msg)) {
         test_n_failed++;
-        fprintf(stderr, "crafted case '%s': rc %d (want %d), message \"%s\" (want it to contain \"%s\")\n", what,
-                rc, want_rc, err, want_msg);
+        fprintf(stderr, "crafted case '%s': rc %d (want %d), message \"%s\" (want it to contain \"%s\")\n",
+                what, rc, want_rc, err, want_msg);
     }
 }
 
@@ -975,8 +1019,10 @@ static void test_alloc_failures(void)
                 struct gguf_file *f = NULL;
                 rc = gguf_open_memory(b, size, &f, err, sizeof err);
                 core_fail_alloc_after(-1);
-                if (!rc) gguf_close(f);
-                else CHECK(f == NULL);
+                if (!rc)
+                    gguf_close(f);
+                else
+                    CHECK(f == NULL);
             } else if (which == 1) {
                 struct gguf_file *f = NULL;
                 rc = gguf_open(path, &f, err, sizeof err);
@@ -986,8 +1032,10 @@ static void test_alloc_failures(void)
                 banter_gguf *g = NULL;
                 rc = banter_gguf_open(path, &g, err, sizeof err);
                 core_fail_alloc_after(-1);
-                if (!rc) banter_gguf_close(g);
-                else CHECK(g == NULL);
+                if (!rc)
+                    banter_gguf_close(g);
+                else
+                    CHECK(g == NULL);
             }
             if (rc == 0) {
                 n_allocs[which] = (int)k;

@@ -3,9 +3,9 @@
  * version, every metadata entry, the tensor table, and a summary of parameters and bytes by weight type.
  *
  * It goes through the public GGUF inspection API only, so it shows exactly what the library validated: a file
- * this command opens is one the reader accepts, and a file it rejects prints the reader's message naming the bad
- * key or tensor. Arrays are cut to their first few items unless --all asks for every one; then the line buffer
- * grows until the whole value fits.
+ * this command opens is one the reader accepts, and a file it rejects prints the reader's message naming the
+ * bad key or tensor. Arrays are cut to their first few items unless --all asks for every one; then the line
+ * buffer grows until the whole value fits.
  */
 #include "cli.h"
 
@@ -19,16 +19,16 @@
 
 #define USAGE_LINE "usage: banter model info FILE [--all]\n"
 
-static const char *USAGE = USAGE_LINE
-                           "\n"
-                           "Prints what a GGUF file holds: its version, every metadata entry, the tensor table\n"
-                           "(name, type, shape with the contiguous dimension first, data offset and size) and a\n"
-                           "summary (tensor count, parameters, bytes by tensor type). The file is validated on the\n"
-                           "way; a corrupt file gives a message naming the bad entry.\n"
-                           "\n"
-                           "options:\n"
-                           "  --all       show every item of array values (default: the first 8)\n"
-                           "  -h, --help  show this help\n";
+static const char *USAGE =
+    USAGE_LINE "\n"
+               "Prints what a GGUF file holds: its version, every metadata entry, the tensor table\n"
+               "(name, type, shape with the contiguous dimension first, data offset and size) and a\n"
+               "summary (tensor count, parameters, bytes by tensor type). The file is validated on the\n"
+               "way; a corrupt file gives a message naming the bad entry.\n"
+               "\n"
+               "options:\n"
+               "  --all       show every item of array values (default: the first 8)\n"
+               "  -h, --help  show this help\n";
 
 /* Writes v with thousands separators. */
 static const char *with_commas(uint64_t v, char *buf, size_t len)
@@ -129,8 +129,8 @@ int cmd_model_info(int argc, char **argv)
         return 1;
     }
     size_t n_kv = banter_gguf_n_kv(g), n_t = banter_gguf_n_tensors(g);
-    printf("%s: GGUF version %" PRIu32 ", %zu metadata entries, %zu tensors\n", path, banter_gguf_version(g), n_kv,
-           n_t);
+    printf("%s: GGUF version %" PRIu32 ", %zu metadata entries, %zu tensors\n", path, banter_gguf_version(g),
+           n_kv, n_t);
 
     size_t cap = 4096;
     char *line = malloc(cap);
@@ -145,7 +145,8 @@ int cmd_model_info(int argc, char **argv)
     int name_w = 4;
     for (size_t i = 0; i < n_t; i++) {
         banter_tensor_info t;
-        if (banter_gguf_tensor(g, i, &t) == BANTER_OK && (int)strlen(t.name) > name_w) name_w = (int)strlen(t.name);
+        if (banter_gguf_tensor(g, i, &t) == BANTER_OK && (int)strlen(t.name) > name_w)
+            name_w = (int)strlen(t.name);
     }
     if (name_w > 60) name_w = 60;
 
@@ -153,22 +154,23 @@ int cmd_model_info(int argc, char **argv)
     size_t n_types = 0;
     uint64_t sum_params = 0, sum_bytes = 0;
     if (n_t) {
-        printf("\ntensors:\n  %5s  %-*s  %-7s  %-24s  %14s  %14s\n", "#", name_w, "name", "type", "shape", "offset",
-               "bytes");
+        printf("\ntensors:\n  %5s  %-*s  %-7s  %-24s  %14s  %14s\n", "#", name_w, "name", "type", "shape",
+               "offset", "bytes");
     }
     for (size_t i = 0; i < n_t; i++) {
         banter_tensor_info t;
         if (banter_gguf_tensor(g, i, &t) != BANTER_OK) continue;
         char shape[128];
         shape_text(&t, shape, sizeof shape);
-        printf("  %5zu  %-*s  %-7s  %-24s  %14" PRIu64 "  %14" PRIu64 "\n", i, name_w, t.name, t.type_name, shape,
-               t.offset, t.n_bytes);
+        printf("  %5zu  %-*s  %-7s  %-24s  %14" PRIu64 "  %14" PRIu64 "\n", i, name_w, t.name, t.type_name,
+               shape, t.offset, t.n_bytes);
         /* The reader bounds every shape (each ne > 0, product < 2^48), so this product cannot overflow. */
         uint64_t params = (uint64_t)t.ne[0] * (uint64_t)t.ne[1] * (uint64_t)t.ne[2] * (uint64_t)t.ne[3];
         sum_params += params;
         sum_bytes += t.n_bytes;
         size_t k = 0;
-        while (k < n_types && strcmp(totals[k].name, t.type_name)) k++;
+        while (k < n_types && strcmp(totals[k].name, t.type_name))
+            k++;
         if (k == n_types && n_types < sizeof totals / sizeof totals[0])
             totals[n_types++] = (struct type_total){.name = t.type_name};
         if (k < n_types) {
@@ -182,7 +184,8 @@ int cmd_model_info(int argc, char **argv)
     printf("\nsummary:\n");
     printf("  tensors      %zu\n", n_t);
     printf("  parameters   %s\n", with_commas(sum_params, a, sizeof a));
-    printf("  tensor data  %s bytes (%s)\n", with_commas(sum_bytes, a, sizeof a), human_bytes(sum_bytes, b, sizeof b));
+    printf("  tensor data  %s bytes (%s)\n", with_commas(sum_bytes, a, sizeof a),
+           human_bytes(sum_bytes, b, sizeof b));
     if (n_types) {
         printf("  by type:\n");
         for (size_t k = 0; k < n_types; k++) {

@@ -1,27 +1,28 @@
 /*
  * gguf.c: the GGUF reader. The file layout is described in gguf.h.
  *
- * A file is untrusted input, so the reader is written as a validator first: every count, length and offset read
- * from the file is checked against the bytes that remain before anything is allocated or dereferenced, and every
- * product or sum of such numbers is overflow-checked. The rules:
+ * A file is untrusted input, so the reader is written as a validator first: every count, length and offset
+ * read from the file is checked against the bytes that remain before anything is allocated or dereferenced,
+ * and every product or sum of such numbers is overflow-checked. The rules:
  *
- *   - n_kv and n_tensors are bounded by the smallest encoding of one entry (12 bytes per kv: key length and value
- *     type; 32 bytes per tensor: name length, n_dims, one ne, type, offset), so the tables we allocate are at most
- *     a small multiple of the file size.
- *   - Strings and scalar arrays must fit in what remains. A string array gets a table of (ptr, len) pairs; each
- *     string takes at least 8 bytes of file, which bounds that table the same way.
- *   - Nested arrays are walked (they must be well formed) to a depth of GGUF_MAX_DEPTH, then skipped: callers see
- *     only their element type and count, plus the raw encoded span for verbatim copies.
- *   - Tensors have 1..4 dimensions, each > 0, a product below GGUF_MAX_ELEMENTS, a type id that tensor_traits()
- *     knows, ne[0] a multiple of the block size, an offset aligned to general.alignment, and data that lies inside
- *     the file and overlaps no other tensor's data.
+ *   - n_kv and n_tensors are bounded by the smallest encoding of one entry (12 bytes per kv: key length and
+ * value type; 32 bytes per tensor: name length, n_dims, one ne, type, offset), so the tables we allocate are
+ * at most a small multiple of the file size.
+ *   - Strings and scalar arrays must fit in what remains. A string array gets a table of (ptr, len) pairs;
+ * each string takes at least 8 bytes of file, which bounds that table the same way.
+ *   - Nested arrays are walked (they must be well formed) to a depth of GGUF_MAX_DEPTH, then skipped: callers
+ * see only their element type and count, plus the raw encoded span for verbatim copies.
+ *   - Tensors have 1..4 dimensions, each > 0, a product below GGUF_MAX_ELEMENTS, a type id that
+ * tensor_traits() knows, ne[0] a multiple of the block size, an offset aligned to general.alignment, and data
+ * that lies inside the file and overlaps no other tensor's data.
  *   - Duplicate keys and duplicate tensor names are errors (lookups would otherwise be ambiguous).
  *
- * Nothing is copied from the mapping: strings and tensor data point into it. Lookups go through two small
- * open-addressing hash tables (keys and tensor names) built at open; they also find the duplicates.
+ * Nothing is copied from the mapping: strings and tensor data point into it. Lookups binary-search two arrays
+ * of names sorted at open (keys and tensor names); sorting also finds the duplicates, and unlike a hash table
+ * it keeps its speed whatever names a hostile file chooses.
  *
- * Integers are read with memcpy, which is correct on the little-endian hosts Banter targets (x86-64); the static
- * assertion below stops a build anywhere else.
+ * Integers are read with memcpy, which is correct on the little-endian hosts Banter targets (x86-64); the
+ * static assertion below stops a build anywhere else.
  */
 #include "gguf/gguf.h"
 
@@ -43,18 +44,23 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the GGUF reader assum
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian uint32 */
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_MAX_DEPTH 8                           /* arrays nested deeper than this are rejected */
-#define GGUF_MAX_ELEMENTS ((int64_t)1 << 48)       /* far beyond any real tensor; keeps byte sizes small */
-#define GGUF_KV_MIN_BYTES 12                       /* key length (8) + value type (4) */
-#define GGUF_TENSOR_MIN_BYTES 32                   /* name length, n_dims, one ne, type, offset */
+#define GGUF_MAX_DEPTH 8                     /* arrays nested deeper than this are rejected */
+#define GGUF_MAX_ELEMENTS ((int64_t)1 << 48) /* far beyond any real tensor; keeps byte sizes small */
+#define GGUF_KV_MIN_BYTES 12                 /* key length (8) + value type (4) */
+#define GGUF_TENSOR_MIN_BYTES 32             /* name length, n_dims, one ne, type, offset */
+
+/* A name (key or tensor name) and the index of its entry; arrays of these are sorted by (name, index). */
+struct name_ref {
+    const char *ptr;
+    uint64_t len;
+    uint64_t idx;
+};
 
 /* The gguf_file handed out is the first member, so a gguf_file pointer is a reader pointer. */
 struct reader {
     struct gguf_file f;
-    uint64_t *kv_slots; /* index + 1 of a kv, 0 = empty; kv_mask + 1 slots */
-    uint64_t kv_mask;
-    uint64_t *t_slots; /* same for tensor names */
-    uint64_t t_mask;
+    struct name_ref *kv_sorted; /* [n_kv] keys in sorted order, for lookups */
+    struct name_ref *t_sorted;  /* [n_tensors] tensor names, the same way */
 };
 
 /* Parsing state: a position in the bytes, and what is being read (for error messages). */
@@ -119,8 +125,9 @@ static uint64_t remaining(const struct cursor *c)
 static int take(struct cursor *c, uint64_t n, const uint8_t **out, const char *what)
 {
     if (n > remaining(c))
-        return fail(c, "%s: %s needs %" PRIu64 " bytes at offset %" PRIu64 " but the file has only %" PRIu64
-                       " left (truncated file?)",
+        return fail(c,
+                    "%s: %s needs %" PRIu64 " bytes at offset %" PRIu64 " but the file has only %" PRIu64
+                    " left (truncated file?)",
                     c->ctx, what, n, c->pos, remaining(c));
     *out = c->base + c->pos;
     c->pos += n;
@@ -172,15 +179,15 @@ static int skip_values(struct cursor *c, uint32_t type, uint64_t n, int depth)
     size_t es = gguf_vtype_size((enum gguf_vtype)type);
     if (es) {
         if (n > remaining(c) / es)
-            return fail(c, "%s: array of %" PRIu64 " %s values needs more than the %" PRIu64 " bytes left", c->ctx,
-                        n, gguf_vtype_name((enum gguf_vtype)type), remaining(c));
+            return fail(c, "%s: array of %" PRIu64 " %s values needs more than the %" PRIu64 " bytes left",
+                        c->ctx, n, gguf_vtype_name((enum gguf_vtype)type), remaining(c));
         c->pos += n * es;
         return 0;
     }
     if (type == GGUF_STRING) {
         if (n > remaining(c) / 8)
-            return fail(c, "%s: array of %" PRIu64 " strings needs more than the %" PRIu64 " bytes left", c->ctx, n,
-                        remaining(c));
+            return fail(c, "%s: array of %" PRIu64 " strings needs more than the %" PRIu64 " bytes left",
+                        c->ctx, n, remaining(c));
         for (uint64_t i = 0; i < n; i++) {
             struct gguf_str s;
             int rc = read_str(c, &s, "a string in a nested array");
@@ -192,8 +199,8 @@ static int skip_values(struct cursor *c, uint32_t type, uint64_t n, int depth)
     if (depth > GGUF_MAX_DEPTH)
         return fail(c, "%s: arrays nested deeper than %d levels", c->ctx, GGUF_MAX_DEPTH);
     if (n > remaining(c) / GGUF_KV_MIN_BYTES)
-        return fail(c, "%s: array of %" PRIu64 " arrays needs more than the %" PRIu64 " bytes left", c->ctx, n,
-                    remaining(c));
+        return fail(c, "%s: array of %" PRIu64 " arrays needs more than the %" PRIu64 " bytes left", c->ctx,
+                    n, remaining(c));
     for (uint64_t i = 0; i < n; i++) {
         uint32_t et;
         uint64_t cnt;
@@ -210,18 +217,56 @@ static int skip_values(struct cursor *c, uint32_t type, uint64_t n, int depth)
 static void widen(struct gguf_kv *kv, enum gguf_vtype t, const uint8_t *p)
 {
     switch (t) {
-    case GGUF_U8: kv->v.u64 = p[0]; break;
-    case GGUF_I8: kv->v.i64 = (int8_t)p[0]; break;
-    case GGUF_U16: { uint16_t x; memcpy(&x, p, 2); kv->v.u64 = x; break; }
-    case GGUF_I16: { int16_t x; memcpy(&x, p, 2); kv->v.i64 = x; break; }
-    case GGUF_U32: { uint32_t x; memcpy(&x, p, 4); kv->v.u64 = x; break; }
-    case GGUF_I32: { int32_t x; memcpy(&x, p, 4); kv->v.i64 = x; break; }
-    case GGUF_F32: { float x; memcpy(&x, p, 4); kv->v.f64 = x; break; }
-    case GGUF_BOOL: kv->v.b = p[0] != 0; break;
-    case GGUF_U64: memcpy(&kv->v.u64, p, 8); break;
-    case GGUF_I64: memcpy(&kv->v.i64, p, 8); break;
-    case GGUF_F64: memcpy(&kv->v.f64, p, 8); break;
-    default: BANTER_ASSERT(0);
+    case GGUF_U8:
+        kv->v.u64 = p[0];
+        break;
+    case GGUF_I8:
+        kv->v.i64 = (int8_t)p[0];
+        break;
+    case GGUF_U16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        kv->v.u64 = x;
+        break;
+    }
+    case GGUF_I16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        kv->v.i64 = x;
+        break;
+    }
+    case GGUF_U32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        kv->v.u64 = x;
+        break;
+    }
+    case GGUF_I32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        kv->v.i64 = x;
+        break;
+    }
+    case GGUF_F32: {
+        float x;
+        memcpy(&x, p, 4);
+        kv->v.f64 = x;
+        break;
+    }
+    case GGUF_BOOL:
+        kv->v.b = p[0] != 0;
+        break;
+    case GGUF_U64:
+        memcpy(&kv->v.u64, p, 8);
+        break;
+    case GGUF_I64:
+        memcpy(&kv->v.i64, p, 8);
+        break;
+    case GGUF_F64:
+        memcpy(&kv->v.f64, p, 8);
+        break;
+    default:
+        BANTER_ASSERT(0);
     }
 }
 
@@ -273,55 +318,58 @@ static int read_kv(struct cursor *c, struct gguf_kv *kv, uint64_t idx)
     return 0;
 }
 
-static uint64_t hash_bytes(const char *p, uint64_t n)
+static int name_cmp(const char *a, uint64_t a_len, const char *b, uint64_t b_len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    uint64_t n = a_len < b_len ? a_len : b_len;
+    int c = n ? memcmp(a, b, (size_t)n) : 0;
+    if (c) return c;
+    return a_len < b_len ? -1 : a_len > b_len;
+}
+
+static int ref_cmp(const void *x, const void *y)
+{
+    const struct name_ref *a = x, *b = y;
+    int c = name_cmp(a->ptr, a->len, b->ptr, b->len);
+    if (c) return c;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* Sorts the n names found at `names` (one every `stride` bytes) into a new array. Equal names end up
+ * adjacent, lowest index first; *dup receives the index pair of the first such pair (or stays UINT64_MAX).
+ * Sorting rather than hashing keeps lookups O(log n) whatever names a hostile file picks. */
+static struct name_ref *sort_names(const struct gguf_str *names, size_t stride, uint64_t n, uint64_t dup[2])
+{
+    struct name_ref *r = core_malloc((size_t)n * sizeof *r);
+    if (!r) return NULL;
     for (uint64_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ull;
+        const struct gguf_str *s = (const struct gguf_str *)((const char *)names + i * stride);
+        r[i] = (struct name_ref){s->ptr, s->len, i};
     }
-    return h;
-}
-
-static int str_eq(const struct gguf_str *a, const char *p, uint64_t n)
-{
-    return a->len == n && (n == 0 || memcmp(a->ptr, p, (size_t)n) == 0);
-}
-
-/* Allocates a table with at least 2n slots (a power of two). */
-static uint64_t *table_new(uint64_t n, uint64_t *mask)
-{
-    uint64_t cap = 8;
-    while (cap < n * 2) cap <<= 1;
-    *mask = cap - 1;
-    return core_calloc((size_t)cap, sizeof(uint64_t));
-}
-
-/* Inserts index i with name s; returns 0, or the 1-based index of an existing entry with the same name. */
-static uint64_t table_insert(uint64_t *slots, uint64_t mask, const struct gguf_str *names, size_t stride,
-                             uint64_t i)
-{
-    const struct gguf_str *s = (const struct gguf_str *)((const char *)names + i * stride);
-    uint64_t h = hash_bytes(s->ptr, s->len) & mask;
-    while (slots[h]) {
-        const struct gguf_str *o = (const struct gguf_str *)((const char *)names + (slots[h] - 1) * stride);
-        if (str_eq(o, s->ptr, s->len)) return slots[h];
-        h = (h + 1) & mask;
+    qsort(r, (size_t)n, sizeof *r, ref_cmp);
+    dup[0] = dup[1] = UINT64_MAX;
+    for (uint64_t i = 1; i < n; i++) {
+        if (!name_cmp(r[i - 1].ptr, r[i - 1].len, r[i].ptr, r[i].len)) {
+            dup[0] = r[i - 1].idx;
+            dup[1] = r[i].idx;
+            break;
+        }
     }
-    slots[h] = i + 1;
-    return 0;
+    return r;
 }
 
-static uint64_t table_find(const uint64_t *slots, uint64_t mask, const struct gguf_str *names, size_t stride,
-                           const char *key)
+/* Index + 1 of the entry named key, or 0. */
+static uint64_t find_name(const struct name_ref *r, uint64_t n, const char *key)
 {
-    if (!slots || !key) return 0;
-    size_t n = strlen(key);
-    uint64_t h = hash_bytes(key, n) & mask;
-    while (slots[h]) {
-        const struct gguf_str *o = (const struct gguf_str *)((const char *)names + (slots[h] - 1) * stride);
-        if (str_eq(o, key, n)) return slots[h];
-        h = (h + 1) & mask;
+    if (!r || !key) return 0;
+    uint64_t key_len = strlen(key), lo = 0, hi = n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(r[mid].ptr, r[mid].len, key, key_len);
+        if (c == 0) return r[mid].idx + 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return 0;
 }
@@ -331,7 +379,8 @@ static int check_shape(struct cursor *c, struct gguf_tensor *t)
 {
     const struct tensor_traits *tr = tensor_traits(t->type);
     if (!tr || tr->blck <= 0)
-        return fail(c, "%s has unknown type id %" PRIu32 " (a newer ggml type? this build knows ids below %d)",
+        return fail(c,
+                    "%s has unknown type id %" PRIu32 " (a newer ggml type? this build knows ids below %d)",
                     c->ctx, t->type, TENSOR_N_TYPES);
     int64_t n_el = 1;
     for (uint32_t d = 0; d < 4; d++) {
@@ -339,17 +388,20 @@ static int check_shape(struct cursor *c, struct gguf_tensor *t)
             return fail(c, "%s has dimension %" PRIu32 " of size %" PRId64 " (must be positive)", c->ctx, d,
                         t->ne[d]);
         if (__builtin_mul_overflow(n_el, t->ne[d], &n_el) || n_el > GGUF_MAX_ELEMENTS)
-            return fail(c, "%s has too many elements (shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                           "], limit %" PRId64 ")",
+            return fail(c,
+                        "%s has too many elements (shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
+                        "], limit %" PRId64 ")",
                         c->ctx, t->ne[0], t->ne[1], t->ne[2], t->ne[3], GGUF_MAX_ELEMENTS);
     }
     if (t->ne[0] % tr->blck)
-        return fail(c, "%s: type %s stores blocks of %" PRId64 " values but ne[0] = %" PRId64
-                       " is not a multiple of that",
+        return fail(c,
+                    "%s: type %s stores blocks of %" PRId64 " values but ne[0] = %" PRId64
+                    " is not a multiple of that",
                     c->ctx, tr->name, tr->blck, t->ne[0]);
     /* n_el < 2^48 and a block is at most a few hundred bytes, but check anyway. */
     uint64_t bytes = (uint64_t)(t->ne[0] / tr->blck);
-    if (__builtin_mul_overflow(bytes, (uint64_t)tr->size, &bytes)) return fail(c, "%s: size overflows", c->ctx);
+    if (__builtin_mul_overflow(bytes, (uint64_t)tr->size, &bytes))
+        return fail(c, "%s: size overflows", c->ctx);
     for (uint32_t d = 1; d < 4; d++)
         if (__builtin_mul_overflow(bytes, (uint64_t)t->ne[d], &bytes))
             return fail(c, "%s: size overflows", c->ctx);
@@ -367,13 +419,14 @@ static int read_tensor_info(struct cursor *c, struct gguf_tensor *t, uint64_t id
     if ((rc = read_u32(c, &t->n_dims, "n_dims"))) return rc;
     if (t->n_dims < 1 || t->n_dims > 4)
         return fail(c, "%s has %" PRIu32 " dimensions (GGUF allows 1 to 4)", c->ctx, t->n_dims);
-    for (uint32_t d = 0; d < 4; d++) t->ne[d] = 1;
+    for (uint32_t d = 0; d < 4; d++)
+        t->ne[d] = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t ne;
         if ((rc = read_u64(c, &ne, "a dimension"))) return rc;
         if (ne == 0 || ne > (uint64_t)INT64_MAX)
-            return fail(c, "%s has dimension %" PRIu32 " of size %" PRIu64 " (must be from 1 to 2^63-1)", c->ctx,
-                        d, ne);
+            return fail(c, "%s has dimension %" PRIu32 " of size %" PRIu64 " (must be from 1 to 2^63-1)",
+                        c->ctx, d, ne);
         t->ne[d] = (int64_t)ne;
     }
     if ((rc = read_u32(c, &t->type, "the type"))) return rc;
@@ -403,8 +456,10 @@ static int check_data(struct cursor *c, struct gguf_file *f)
             return fail(c, "tensor '%s' data offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
                         show(&t->name, a, sizeof a), t->offset, f->alignment);
         if (t->offset > avail || t->n_bytes > avail - t->offset)
-            return fail(c, "tensor '%s' data [offset %" PRIu64 ", %" PRIu64 " bytes] runs past the end of the file "
-                           "(%" PRIu64 " bytes, data section starts at %" PRIu64 ")",
+            return fail(c,
+                        "tensor '%s' data [offset %" PRIu64 ", %" PRIu64
+                        " bytes] runs past the end of the file "
+                        "(%" PRIu64 " bytes, data section starts at %" PRIu64 ")",
                         show(&t->name, a, sizeof a), t->offset, t->n_bytes, f->size, f->data_offset);
         t->data = f->base + f->data_offset + t->offset;
     }
@@ -422,10 +477,11 @@ static int check_data(struct cursor *c, struct gguf_file *f)
     for (uint64_t i = 1; i < f->n_tensors; i++) {
         if (s[i].begin < s[i - 1].end) {
             const struct gguf_tensor *x = &f->tensors[s[i - 1].idx], *y = &f->tensors[s[i].idx];
-            rc = fail(c, "tensors '%s' [offset %" PRIu64 ", %" PRIu64 " bytes] and '%s' [offset %" PRIu64 ", %" PRIu64
-                         " bytes] overlap",
-                      show(&x->name, a, sizeof a), x->offset, x->n_bytes, show(&y->name, b, sizeof b), y->offset,
-                      y->n_bytes);
+            rc = fail(c,
+                      "tensors '%s' [offset %" PRIu64 ", %" PRIu64 " bytes] and '%s' [offset %" PRIu64
+                      ", %" PRIu64 " bytes] overlap",
+                      show(&x->name, a, sizeof a), x->offset, x->n_bytes, show(&y->name, b, sizeof b),
+                      y->offset, y->n_bytes);
             break;
         }
     }
@@ -438,7 +494,7 @@ static int read_alignment(struct cursor *c, struct reader *r)
     struct gguf_file *f = &r->f;
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     if (!f->n_kv) return 0;
-    uint64_t k = table_find(r->kv_slots, r->kv_mask, &f->kv[0].key, sizeof(struct gguf_kv), "general.alignment");
+    uint64_t k = find_name(r->kv_sorted, f->n_kv, "general.alignment");
     if (!k) return 0;
     const struct gguf_kv *kv = &f->kv[k - 1];
     if (kv->type != GGUF_U32)
@@ -461,8 +517,8 @@ static int parse(struct reader *r, struct cursor *c)
     read_u32(c, &magic, "magic");
     if (magic != GGUF_MAGIC) {
         const uint8_t *m = c->base;
-        return fail(c, "not a GGUF file (starts with bytes %02x %02x %02x %02x, expected \"GGUF\")", m[0], m[1],
-                    m[2], m[3]);
+        return fail(c, "not a GGUF file (starts with bytes %02x %02x %02x %02x, expected \"GGUF\")", m[0],
+                    m[1], m[2], m[3]);
     }
     read_u32(c, &f->version, "version");
     if (f->version == 1)
@@ -470,16 +526,19 @@ static int parse(struct reader *r, struct cursor *c)
                        "with a current llama.cpp");
     if (f->version != 2 && f->version != 3) {
         if ((f->version & 0xffff) == 0 && f->version != 0)
-            return fail(c, "this looks like a big-endian GGUF file (version bytes %08" PRIx32 "), which is not "
-                           "supported",
+            return fail(c,
+                        "this looks like a big-endian GGUF file (version bytes %08" PRIx32 "), which is not "
+                        "supported",
                         f->version);
-        return fail(c, "unsupported GGUF version %" PRIu32 " (this reader knows versions 2 and 3)", f->version);
+        return fail(c, "unsupported GGUF version %" PRIu32 " (this reader knows versions 2 and 3)",
+                    f->version);
     }
     read_u64(c, &f->n_tensors, "n_tensors");
     read_u64(c, &f->n_kv, "n_kv");
     if (f->n_kv > remaining(c) / GGUF_KV_MIN_BYTES)
-        return fail(c, "header claims %" PRIu64 " metadata entries but only %" PRIu64 " bytes follow (each "
-                       "entry needs at least %d)",
+        return fail(c,
+                    "header claims %" PRIu64 " metadata entries but only %" PRIu64 " bytes follow (each "
+                    "entry needs at least %d)",
                     f->n_kv, remaining(c), GGUF_KV_MIN_BYTES);
     if (f->n_kv) {
         f->kv = core_calloc((size_t)f->n_kv, sizeof *f->kv);
@@ -490,20 +549,20 @@ static int parse(struct reader *r, struct cursor *c)
     }
     snprintf(c->ctx, sizeof c->ctx, "the metadata keys");
     if (f->n_kv) {
-        if (!(r->kv_slots = table_new(f->n_kv, &r->kv_mask))) return fail_nomem(c);
-        for (uint64_t i = 0; i < f->n_kv; i++) {
-            uint64_t dup = table_insert(r->kv_slots, r->kv_mask, &f->kv[0].key, sizeof(struct gguf_kv), i);
-            if (dup)
-                return fail(c, "key '%s' appears twice (entries %" PRIu64 " and %" PRIu64 ")",
-                            show(&f->kv[i].key, a, sizeof a), dup - 1, i);
-        }
+        uint64_t dup[2];
+        if (!(r->kv_sorted = sort_names(&f->kv[0].key, sizeof(struct gguf_kv), f->n_kv, dup)))
+            return fail_nomem(c);
+        if (dup[0] != UINT64_MAX)
+            return fail(c, "key '%s' appears twice (entries %" PRIu64 " and %" PRIu64 ")",
+                        show(&f->kv[dup[0]].key, a, sizeof a), dup[0], dup[1]);
     }
     if ((rc = read_alignment(c, r))) return rc;
 
     snprintf(c->ctx, sizeof c->ctx, "the tensor table");
     if (f->n_tensors > remaining(c) / GGUF_TENSOR_MIN_BYTES)
-        return fail(c, "header claims %" PRIu64 " tensors but only %" PRIu64 " bytes follow the metadata (each "
-                       "tensor entry needs at least %d)",
+        return fail(c,
+                    "header claims %" PRIu64 " tensors but only %" PRIu64 " bytes follow the metadata (each "
+                    "tensor entry needs at least %d)",
                     f->n_tensors, remaining(c), GGUF_TENSOR_MIN_BYTES);
     if (f->n_tensors) {
         f->tensors = core_calloc((size_t)f->n_tensors, sizeof *f->tensors);
@@ -514,21 +573,22 @@ static int parse(struct reader *r, struct cursor *c)
     }
     snprintf(c->ctx, sizeof c->ctx, "the tensor names");
     if (f->n_tensors) {
-        if (!(r->t_slots = table_new(f->n_tensors, &r->t_mask))) return fail_nomem(c);
-        for (uint64_t i = 0; i < f->n_tensors; i++) {
-            uint64_t dup = table_insert(r->t_slots, r->t_mask, &f->tensors[0].name, sizeof(struct gguf_tensor), i);
-            if (dup)
-                return fail(c, "tensor name '%s' appears twice (tensors %" PRIu64 " and %" PRIu64 ")",
-                            show(&f->tensors[i].name, a, sizeof a), dup - 1, i);
-        }
+        uint64_t dup[2];
+        if (!(r->t_sorted = sort_names(&f->tensors[0].name, sizeof(struct gguf_tensor), f->n_tensors, dup)))
+            return fail_nomem(c);
+        if (dup[0] != UINT64_MAX)
+            return fail(c, "tensor name '%s' appears twice (tensors %" PRIu64 " and %" PRIu64 ")",
+                        show(&f->tensors[dup[0]].name, a, sizeof a), dup[0], dup[1]);
     }
 
-    /* The data section starts at the next multiple of the alignment. A file without tensors may end before it. */
+    /* The data section starts at the next multiple of the alignment. A file without tensors may end before
+     * it. */
     uint64_t pad = (f->alignment - c->pos % f->alignment) % f->alignment;
     if (pad > remaining(c)) {
         if (f->n_tensors)
-            return fail(c, "the data section would start at offset %" PRIu64 " but the file has only %" PRIu64
-                           " bytes (truncated file?)",
+            return fail(c,
+                        "the data section would start at offset %" PRIu64 " but the file has only %" PRIu64
+                        " bytes (truncated file?)",
                         c->pos + pad, c->size);
         pad = remaining(c);
     }
@@ -537,8 +597,8 @@ static int parse(struct reader *r, struct cursor *c)
 }
 
 /* Parses base[0..size) into a new reader; `where` prefixes error messages (a path, or NULL). */
-static int open_bytes(const uint8_t *base, uint64_t size, int mapped, const char *where, struct gguf_file **out,
-                      char *err, size_t err_len)
+static int open_bytes(const uint8_t *base, uint64_t size, int mapped, const char *where,
+                      struct gguf_file **out, char *err, size_t err_len)
 {
     char msg[512] = "";
     struct reader *r = core_calloc(1, sizeof *r);
@@ -601,8 +661,8 @@ int gguf_open(const char *path, struct gguf_file **out, char *err, size_t err_le
         return BANTER_ERR_IO;
     }
     if (st.st_size < 24) {
-        core_errf(err, err_len, "gguf: %s: file is too small to be GGUF (%lld bytes; the header alone is 24)", path,
-                  (long long)st.st_size);
+        core_errf(err, err_len, "gguf: %s: file is too small to be GGUF (%lld bytes; the header alone is 24)",
+                  path, (long long)st.st_size);
         close(fd);
         return BANTER_ERR_FORMAT;
     }
@@ -624,11 +684,12 @@ void gguf_close(struct gguf_file *f)
     if (!f) return;
     struct reader *r = (struct reader *)f;
     if (f->kv)
-        for (uint64_t i = 0; i < f->n_kv; i++) core_free(f->kv[i].arr_strs);
+        for (uint64_t i = 0; i < f->n_kv; i++)
+            core_free(f->kv[i].arr_strs);
     core_free(f->kv);
     core_free(f->tensors);
-    core_free(r->kv_slots);
-    core_free(r->t_slots);
+    core_free(r->kv_sorted);
+    core_free(r->t_sorted);
     if (f->mapped) munmap((void *)f->base, (size_t)f->size);
     core_free(r);
 }
@@ -637,7 +698,7 @@ const struct gguf_kv *gguf_find(const struct gguf_file *f, const char *key)
 {
     if (!f || !f->n_kv) return NULL;
     const struct reader *r = (const struct reader *)f;
-    uint64_t k = table_find(r->kv_slots, r->kv_mask, &f->kv[0].key, sizeof(struct gguf_kv), key);
+    uint64_t k = find_name(r->kv_sorted, f->n_kv, key);
     return k ? &f->kv[k - 1] : NULL;
 }
 
@@ -645,7 +706,7 @@ const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char
 {
     if (!f || !f->n_tensors) return NULL;
     const struct reader *r = (const struct reader *)f;
-    uint64_t k = table_find(r->t_slots, r->t_mask, &f->tensors[0].name, sizeof(struct gguf_tensor), name);
+    uint64_t k = find_name(r->t_sorted, f->n_tensors, name);
     return k ? &f->tensors[k - 1] : NULL;
 }
 
@@ -747,7 +808,8 @@ int64_t gguf_arr_i64(const struct gguf_kv *kv, uint64_t i)
     struct gguf_kv x;
     widen(&x, kv->arr_type, (const uint8_t *)kv->arr_data + i * es);
     if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64) {
-        /* Truncates toward zero; out-of-range and NaN values saturate rather than invoke undefined behaviour. */
+        /* Truncates toward zero; out-of-range and NaN values saturate rather than invoke undefined behaviour.
+         */
         double d = x.v.f64;
         if (d != d) return 0;
         if (d >= 9223372036854775807.0) return INT64_MAX;
@@ -762,7 +824,7 @@ int64_t gguf_arr_i64(const struct gguf_kv *kv, uint64_t i)
 const char *gguf_vtype_name(enum gguf_vtype t)
 {
     static const char *const names[GGUF_N_VTYPES] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
-                                                      "bool", "string", "array", "u64", "i64", "f64"};
+                                                     "bool", "string", "array", "u64", "i64", "f64"};
     if ((unsigned)t >= GGUF_N_VTYPES) return "?";
     return names[t];
 }

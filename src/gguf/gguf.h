@@ -126,8 +126,8 @@ double gguf_arr_f64(const struct gguf_kv *kv, uint64_t i);
 int64_t gguf_arr_i64(const struct gguf_kv *kv, uint64_t i);
 
 /* Writes the value of kv as text into buf (truncated to buf_len, always NUL-terminated): numbers, quoted
- * strings with control characters escaped, and arrays as `[type x n] item, item, ...` showing at most max_items
- * items. Returns the number of characters written. */
+ * strings with control characters escaped, and arrays as `[type x n] item, item, ...` showing at most
+ * max_items items. Returns the number of characters written. */
 size_t gguf_describe_value(const struct gguf_kv *kv, size_t max_items, char *buf, size_t buf_len);
 
 const char *gguf_vtype_name(enum gguf_vtype t);
@@ -155,10 +155,12 @@ int gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype 
 int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const struct gguf_str *strs, uint64_t n);
 /* Copies the kv entry from another file (any type, nested arrays included). */
 int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf_kv *kv);
-/* Adds a tensor; data (n_bytes computed from type and shape) is copied. */
+/* Adds a tensor; data (n_bytes computed from type and shape) is copied, NULL meaning zeros. Returns 0,
+ * BANTER_ERR_INVALID_ARG (unknown type, bad shape, duplicate name) or BANTER_ERR_NOMEM. */
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                            const int64_t *ne, const void *data);
-/* Writes the file with the given alignment (0 = 32). Returns 0 or a banter_status with err filled. */
+/* Writes a version 3 file. Tensor data is aligned to 32 bytes, or to the value of a "general.alignment" u32
+ * entry when one was set (it must be a power of two). Returns 0 or a banter_status with err filled. */
 int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t err_len);
 
 #endif

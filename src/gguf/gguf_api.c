@@ -1,9 +1,9 @@
 /*
- * gguf_api.c: the public "GGUF inspection" functions of banter.h over the internal reader, and the text form of
- * metadata values used by them (and by anything that logs a value).
+ * gguf_api.c: the public "GGUF inspection" functions of banter.h over the internal reader, and the text form
+ * of metadata values used by them (and by anything that logs a value).
  *
- * A banter_gguf wraps a gguf_file and adds NUL-terminated copies of the tensor names, because the reader's names
- * point into the mapping without a terminator. They are made once at open, in one allocation.
+ * A banter_gguf wraps a gguf_file and adds NUL-terminated copies of the tensor names, because the reader's
+ * names point into the mapping without a terminator. They are made once at open, in one allocation.
  *
  * Values are shown as a person would write them: shortest round-trip floats, quoted strings with control
  * characters escaped (a vocabulary holds "\n" and raw bytes), and arrays as `[type x n] item, item, ...`. The
@@ -74,11 +74,16 @@ static void sb_escaped(struct sbuf *b, const char *s, uint64_t len)
         char esc[4];
         size_t n = 2;
         esc[0] = '\\';
-        if (ch == '\n') esc[1] = 'n';
-        else if (ch == '\t') esc[1] = 't';
-        else if (ch == '\r') esc[1] = 'r';
-        else if (ch == '"') esc[1] = '"';
-        else if (ch == '\\') esc[1] = '\\';
+        if (ch == '\n')
+            esc[1] = 'n';
+        else if (ch == '\t')
+            esc[1] = 't';
+        else if (ch == '\r')
+            esc[1] = 'r';
+        else if (ch == '"')
+            esc[1] = '"';
+        else if (ch == '\\')
+            esc[1] = '\\';
         else if (ch < 0x20 || ch == 0x7f) {
             esc[1] = 'x';
             esc[2] = hex[ch >> 4];
@@ -117,15 +122,21 @@ static void sb_array_item(struct sbuf *b, const struct gguf_kv *kv, uint64_t i)
 {
     switch (kv->arr_type) {
     case GGUF_F32:
-    case GGUF_F64: sb_float(b, gguf_arr_f64(kv, i), kv->arr_type == GGUF_F32); break;
-    case GGUF_BOOL: sb_printf(b, "%s", gguf_arr_i64(kv, i) ? "true" : "false"); break;
+    case GGUF_F64:
+        sb_float(b, gguf_arr_f64(kv, i), kv->arr_type == GGUF_F32);
+        break;
+    case GGUF_BOOL:
+        sb_printf(b, "%s", gguf_arr_i64(kv, i) ? "true" : "false");
+        break;
     case GGUF_U64: {
         uint64_t x;
         memcpy(&x, (const uint8_t *)kv->arr_data + i * 8, 8);
         sb_printf(b, "%" PRIu64, x);
         break;
     }
-    default: sb_printf(b, "%" PRId64, gguf_arr_i64(kv, i)); break;
+    default:
+        sb_printf(b, "%" PRId64, gguf_arr_i64(kv, i));
+        break;
     }
 }
 
@@ -135,17 +146,30 @@ static void sb_value(struct sbuf *b, const struct gguf_kv *kv, size_t max_items)
     case GGUF_U8:
     case GGUF_U16:
     case GGUF_U32:
-    case GGUF_U64: sb_printf(b, "%" PRIu64, kv->v.u64); return;
+    case GGUF_U64:
+        sb_printf(b, "%" PRIu64, kv->v.u64);
+        return;
     case GGUF_I8:
     case GGUF_I16:
     case GGUF_I32:
-    case GGUF_I64: sb_printf(b, "%" PRId64, kv->v.i64); return;
+    case GGUF_I64:
+        sb_printf(b, "%" PRId64, kv->v.i64);
+        return;
     case GGUF_F32:
-    case GGUF_F64: sb_float(b, kv->v.f64, kv->type == GGUF_F32); return;
-    case GGUF_BOOL: sb_printf(b, "%s", kv->v.b ? "true" : "false"); return;
-    case GGUF_STRING: sb_quoted(b, &kv->str); return;
-    case GGUF_ARRAY: break;
-    default: sb_printf(b, "(unknown type %d)", (int)kv->type); return;
+    case GGUF_F64:
+        sb_float(b, kv->v.f64, kv->type == GGUF_F32);
+        return;
+    case GGUF_BOOL:
+        sb_printf(b, "%s", kv->v.b ? "true" : "false");
+        return;
+    case GGUF_STRING:
+        sb_quoted(b, &kv->str);
+        return;
+    case GGUF_ARRAY:
+        break;
+    default:
+        sb_printf(b, "(unknown type %d)", (int)kv->type);
+        return;
     }
     sb_printf(b, "[%s x %" PRIu64 "]", gguf_vtype_name(kv->arr_type), kv->arr_n);
     if (kv->arr_n == 0) return;
@@ -262,7 +286,8 @@ BANTER_API banter_status banter_gguf_tensor(const banter_gguf *g, size_t i, bant
     info->name = g->name[i];
     info->type_name = tensor_type_name(t->type);
     info->n_dims = t->n_dims;
-    for (int d = 0; d < 4; d++) info->ne[d] = t->ne[d];
+    for (int d = 0; d < 4; d++)
+        info->ne[d] = t->ne[d];
     info->offset = t->offset;
     info->n_bytes = t->n_bytes;
     return BANTER_OK;

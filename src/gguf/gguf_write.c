@@ -1,14 +1,15 @@
 /*
  * gguf_write.c: the GGUF writer (version 3). The file layout is described in gguf.h.
  *
- * The writer keeps every metadata value already encoded (the bytes that follow value_type in the file), so setters,
- * copies from another file and nested arrays all take the same path, and writing is a straight sequence of
- * fwrite calls. Setting a key that already exists replaces its value in place, keeping the order of first use.
+ * The writer keeps every metadata value already encoded (the bytes that follow value_type in the file), so
+ * setters, copies from another file and nested arrays all take the same path, and writing is a straight
+ * sequence of fwrite calls. Setting a key that already exists replaces its value in place, keeping the order
+ * of first use.
  *
  * Tensors are written in the order they were added. Each one's offset is the previous end rounded up to the
  * alignment, and the data section starts at the header's end rounded up the same way: the packing llama.cpp's
- * reader expects. The alignment is 32 unless a "general.alignment" u32 entry was set, which must then be a power
- * of two (it is written like any other entry, so readers find it).
+ * reader expects. The alignment is 32 unless a "general.alignment" u32 entry was set, which must then be a
+ * power of two (it is written like any other entry, so readers find it).
  */
 #include "gguf/gguf.h"
 
@@ -101,11 +102,13 @@ static int put(struct gguf_writer *w, const char *key, size_t key_len, enum gguf
         core_free(val);
         return BANTER_ERR_NOMEM;
     }
-    w->kv[w->n_kv++] = (struct wkv){.key = k, .key_len = key_len, .type = type, .val = val, .val_len = val_len};
+    w->kv[w->n_kv++] =
+        (struct wkv){.key = k, .key_len = key_len, .type = type, .val = val, .val_len = val_len};
     return 0;
 }
 
-static int put_bytes(struct gguf_writer *w, const char *key, enum gguf_vtype type, const void *bytes, size_t n)
+static int put_bytes(struct gguf_writer *w, const char *key, enum gguf_vtype type, const void *bytes,
+                     size_t n)
 {
     if (!w || !key) return BANTER_ERR_INVALID_ARG;
     uint8_t *val = core_malloc(n);
@@ -205,7 +208,8 @@ static int set_arr_str(struct gguf_writer *w, const char *key, size_t key_len, c
     uint8_t *val = arr_new(GGUF_STRING, n, body, &len);
     if (!val) return BANTER_ERR_NOMEM;
     size_t o = 12;
-    for (uint64_t i = 0; i < n; i++) o += enc_str(val + o, strs[i].ptr, strs[i].len);
+    for (uint64_t i = 0; i < n; i++)
+        o += enc_str(val + o, strs[i].ptr, strs[i].len);
     return put(w, key, key_len, GGUF_ARRAY, val, len);
 }
 
@@ -234,15 +238,43 @@ int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf_kv *kv)
     if (es) {
         uint8_t buf[8];
         switch (kv->type) {
-        case GGUF_U8: buf[0] = (uint8_t)kv->v.u64; break;
-        case GGUF_I8: buf[0] = (uint8_t)(int8_t)kv->v.i64; break;
-        case GGUF_BOOL: buf[0] = kv->v.b ? 1 : 0; break;
-        case GGUF_U16: { uint16_t x = (uint16_t)kv->v.u64; memcpy(buf, &x, 2); break; }
-        case GGUF_I16: { int16_t x = (int16_t)kv->v.i64; memcpy(buf, &x, 2); break; }
-        case GGUF_U32: { uint32_t x = (uint32_t)kv->v.u64; memcpy(buf, &x, 4); break; }
-        case GGUF_I32: { int32_t x = (int32_t)kv->v.i64; memcpy(buf, &x, 4); break; }
-        case GGUF_F32: { float x = (float)kv->v.f64; memcpy(buf, &x, 4); break; }
-        default: memcpy(buf, &kv->v, 8); break; /* u64, i64, f64 */
+        case GGUF_U8:
+            buf[0] = (uint8_t)kv->v.u64;
+            break;
+        case GGUF_I8:
+            buf[0] = (uint8_t)(int8_t)kv->v.i64;
+            break;
+        case GGUF_BOOL:
+            buf[0] = kv->v.b ? 1 : 0;
+            break;
+        case GGUF_U16: {
+            uint16_t x = (uint16_t)kv->v.u64;
+            memcpy(buf, &x, 2);
+            break;
+        }
+        case GGUF_I16: {
+            int16_t x = (int16_t)kv->v.i64;
+            memcpy(buf, &x, 2);
+            break;
+        }
+        case GGUF_U32: {
+            uint32_t x = (uint32_t)kv->v.u64;
+            memcpy(buf, &x, 4);
+            break;
+        }
+        case GGUF_I32: {
+            int32_t x = (int32_t)kv->v.i64;
+            memcpy(buf, &x, 4);
+            break;
+        }
+        case GGUF_F32: {
+            float x = (float)kv->v.f64;
+            memcpy(buf, &x, 4);
+            break;
+        }
+        default:
+            memcpy(buf, &kv->v, 8);
+            break; /* u64, i64, f64 */
         }
         uint8_t *val = core_malloc(es);
         if (!val) return BANTER_ERR_NOMEM;
@@ -389,7 +421,8 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t
         emit_u64(&o, len);
         emit(&o, t->name, len);
         emit_u32(&o, t->n_dims);
-        for (uint32_t d = 0; d < t->n_dims; d++) emit_u64(&o, (uint64_t)t->ne[d]);
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            emit_u64(&o, (uint64_t)t->ne[d]);
         emit_u32(&o, t->type);
         emit_u64(&o, t->offset);
     }
