@@ -47,7 +47,9 @@ static void *worker_main(void *varg)
     struct pool *p = ((struct worker_arg *)varg)->p;
     int ith = ((struct worker_arg *)varg)->ith;
     core_free(varg);
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    /* gen is 0 when the pool is created and only pool_run changes it, so 0 is the generation this worker has
+     * "seen". Reading gen here instead would lose a run started before this thread got going. */
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;
