@@ -1,14 +1,14 @@
 /*
  * test_chat.c: chat formats.
  *
- *   1. Each format renders a system + user + assistant + user conversation exactly as the model's template does
- *      (expected strings written out by hand from the templates).
- *   2. The buffer protocol: a short buffer gets a truncated, NUL-terminated prefix and the full length; an
- *      unknown role gives -1.
- *   3. Format names and detection from a chat template, the architecture and the vocabulary (synthetic GGUF
- *      files written with the GGUF writer).
- *   4. With ../shared present: a Gemma prompt rendered and tokenized with the Gemma fixture's vocabulary puts the
- *      turn markers in as single control tokens.
+ *   1. Each format renders a system + user + assistant + user conversation exactly as the model's
+ *      template does (expected strings written out by hand from the templates).
+ *   2. The buffer protocol: a short buffer gets a truncated, NUL-terminated prefix and the full length;
+ *      an unknown role gives -1.
+ *   3. Format names and detection from a chat template, the architecture and the vocabulary (synthetic
+ *      GGUF files written with the GGUF writer).
+ *   4. With ../shared present: a Gemma prompt rendered and tokenized with the Gemma fixture's vocabulary
+ *      puts the turn markers in as single control tokens.
  */
 #include "banter.h"
 #include "core/core.h"
@@ -105,14 +105,16 @@ static void test_names(void)
 }
 
 /* Writes a GGUF with an optional chat template and a few tokens, and returns the detected format. */
-static enum llm_chat_format detect(const char *tmpl, const char *arch, const char *const *tokens, size_t n_tokens)
+static enum llm_chat_format detect(const char *tmpl, const char *arch, const char *const *tokens,
+                                   size_t n_tokens)
 {
     struct gguf_writer *w = gguf_writer_new();
     BANTER_ASSERT(w);
     if (arch) gguf_writer_set_str(w, "general.architecture", arch);
     if (tmpl) gguf_writer_set_str(w, "tokenizer.chat_template", tmpl);
     struct gguf_str strs[8];
-    for (size_t i = 0; i < n_tokens; i++) strs[i] = (struct gguf_str){tokens[i], strlen(tokens[i])};
+    for (size_t i = 0; i < n_tokens; i++)
+        strs[i] = (struct gguf_str){tokens[i], strlen(tokens[i])};
     if (n_tokens) gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, n_tokens);
     char path[256], err[256];
     snprintf(path, sizeof path, "/tmp/banter_test_chat_%ld.gguf", (long)getpid());
@@ -167,7 +169,8 @@ static void test_gemma_fixture(void)
     CHECK_INT_EQ(llm_tokenize(v, text, (size_t)k, true, true, toks, 512, &n), 0);
     int32_t sot = llm_vocab_find(v, "<start_of_turn>", 15), eot = llm_vocab_find(v, "<end_of_turn>", 13);
     int n_sot = 0, n_eot = 0;
-    for (size_t i = 0; i < n; i++) n_sot += toks[i] == sot, n_eot += toks[i] == eot;
+    for (size_t i = 0; i < n; i++)
+        n_sot += toks[i] == sot, n_eot += toks[i] == eot;
     CHECK_INT_EQ(toks[0], llm_vocab_bos(v));
     CHECK_INT_EQ(toks[1], sot);
     CHECK_INT_EQ(n_sot, 4);

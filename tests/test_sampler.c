@@ -3,11 +3,11 @@
  *
  *   1. Greedy: the argmax, ties to the lowest id, NaN ignored.
  *   2. Determinism: the same seed gives the same tokens (also after reset), different seeds differ.
- *   3. Distribution: over many draws on a small vocabulary the frequencies match softmax(logits / T), and with
- *      top-k / top-p / min-p they match the renormalized softmax of the kept set (a chi-square bound, with fixed
- *      seeds so the test is not flaky).
- *   4. Exclusion: on a larger vocabulary, top-k / top-p / min-p never pick a token outside the set a brute-force
- *      reference (a full sort) allows, on both the top-k path and the threshold path (top_k = 0).
+ *   3. Distribution: over many draws on a small vocabulary the frequencies match softmax(logits / T), and
+ *      with top-k / top-p / min-p they match the renormalized softmax of the kept set (a chi-square bound,
+ *      with fixed seeds so the test is not flaky).
+ *   4. Exclusion: on a larger vocabulary, top-k / top-p / min-p never pick a token outside the set that a
+ *      brute-force reference (a full sort) allows, on both the top-k path and the quickselect path.
  *   5. Repetition penalty: positive logits divided, negative multiplied, only within the last N tokens.
  *   6. Configuration checks, and the time of one draw over a 262144-token vocabulary (printed).
  */
@@ -59,7 +59,8 @@ static void test_greedy(void)
 
 static void fill_flat(float *l, int n)
 {
-    for (int i = 0; i < n; i++) l[i] = 0.01f * (float)(i % 7);
+    for (int i = 0; i < n; i++)
+        l[i] = 0.01f * (float)(i % 7);
 }
 
 static void test_determinism(void)
@@ -80,12 +81,14 @@ static void test_determinism(void)
     /* reset restarts the stream. */
     banter_sampler_reset(s1);
     int same = 1;
-    for (int i = 0; i < DRAWS; i++) same &= banter_sampler_sample(s1, logits) == a[i];
+    for (int i = 0; i < DRAWS; i++)
+        same &= banter_sampler_sample(s1, logits) == a[i];
     CHECK(same);
     /* Seed 0 is a fixed default, not the clock. */
     banter_sampler *d1 = open_cfg(1.0f, 0, 1, 0, 0, N), *d2 = open_cfg(1.0f, 0, 1, 0, 0, N);
     same = 1;
-    for (int i = 0; i < DRAWS; i++) same &= banter_sampler_sample(d1, logits) == banter_sampler_sample(d2, logits);
+    for (int i = 0; i < DRAWS; i++)
+        same &= banter_sampler_sample(d1, logits) == banter_sampler_sample(d2, logits);
     CHECK(same);
     banter_sampler_close(d1);
     banter_sampler_close(d2);
@@ -127,7 +130,8 @@ static void softmax_ref(const float *l, int n, double t, const bool *keep, doubl
         p[i] = (!keep || keep[i]) ? exp((l[i] - m) / t) : 0;
         z += p[i];
     }
-    for (int i = 0; i < n; i++) p[i] /= z;
+    for (int i = 0; i < n; i++)
+        p[i] /= z;
 }
 
 static void test_distribution(void)
@@ -163,8 +167,8 @@ static void test_distribution(void)
     banter_sampler_close(s);
 
     /* top-p 0.65 at T=1 keeps 6, 1, 4 (cumulative .33, .60, .76), both over all 8 tokens (threshold path) and
-     * over the top 7 (top-k path: top-p renormalizes over what top-k kept, as llama.cpp does). Then again with
-     * temperature 2 applied after the cut. */
+     * over the top 7 (top-k path: top-p renormalizes over what top-k kept, as llama.cpp does). Then again
+     * with temperature 2 applied after the cut. */
     double full[N];
     softmax_ref(l, N, 1.0, NULL, full);
     CHECK(full[6] + full[1] < 0.65 && full[6] + full[1] + full[4] >= 0.65);
@@ -206,11 +210,13 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
 static void allowed_set(const float *l, int n, int top_k, float top_p, float min_p, bool *ok)
 {
     int *idx = malloc(sizeof(int) * (size_t)n);
-    for (int i = 0; i < n; i++) idx[i] = i;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
     qsort_r(idx, (size_t)n, sizeof(int), cmp_desc, (void *)l);
     int k = top_k > 0 && top_k < n ? top_k : n;
     double m = l[idx[0]], z = 0;
-    for (int i = 0; i < k; i++) z += exp(l[idx[i]] - m);
+    for (int i = 0; i < k; i++)
+        z += exp(l[idx[i]] - m);
     int keep = k;
     if (top_p < 1) {
         double acc = 0;
@@ -243,18 +249,21 @@ static void test_exclusion(void)
     struct {
         int top_k;
         float top_p, min_p;
-    } cases[] = {{40, 1, 0}, {5, 1, 0}, {0, 0.5f, 0}, {0, 0.9f, 0}, {0, 0.99f, 0}, {40, 0.8f, 0},
-                 {0, 1, 0.05f}, {0, 1, 0.5f}, {100, 0.95f, 0.05f}, {0, 0.95f, 0.02f}};
+    } cases[] = {{40, 1, 0},    {5, 1, 0},     {0, 0.5f, 0}, {0, 0.9f, 0},        {0, 0.99f, 0},
+                 {40, 0.8f, 0}, {0, 1, 0.05f}, {0, 1, 0.5f}, {100, 0.95f, 0.05f}, {0, 0.95f, 0.02f}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         allowed_set(l, N, cases[c].top_k, cases[c].top_p, cases[c].min_p, ok);
         banter_sampler *s = open_cfg(1.5f, cases[c].top_k, cases[c].top_p, cases[c].min_p, 100 + c, N);
         int bad = 0, n_ok = 0, seen_ok = 0;
         bool *seen = calloc(N, 1);
-        for (int i = 0; i < N; i++) n_ok += ok[i];
+        for (int i = 0; i < N; i++)
+            n_ok += ok[i];
         for (int d = 0; d < 3000; d++) {
             int t = banter_sampler_sample(s, l);
-            if (t < 0 || t >= N || !ok[t]) bad++;
-            else if (!seen[t]) seen[t] = true, seen_ok++;
+            if (t < 0 || t >= N || !ok[t])
+                bad++;
+            else if (!seen[t])
+                seen[t] = true, seen_ok++;
         }
         CHECK_INT_EQ(bad, 0);
         /* Small allowed sets are fully explored: the sampler did not cut more than it should. */
@@ -306,7 +315,8 @@ static void test_penalty(void)
     float eq[4] = {1, 1, 1, 1};
     banter_sampler_accept(s, 2);
     int hits = 0;
-    for (int i = 0; i < 20000; i++) hits += banter_sampler_sample(s, eq) == 2;
+    for (int i = 0; i < 20000; i++)
+        hits += banter_sampler_sample(s, eq) == 2;
     /* weights e^1, e^1, e^(1/3), e^1: share of 2 = 0.164. */
     CHECK_NEAR(hits / 20000.0, exp(1.0 / 3) / (3 * exp(1.0) + exp(1.0 / 3)), 0.015);
     banter_sampler_close(s);

@@ -4,18 +4,20 @@
  *   1. Synthetic vocabularies written with the GGUF writer (always run): SentencePiece merges by score, byte
  *      fallback, unknown tokens, user-defined and control tokens with and without parse_special, the buffer
  *      protocol, invalid metadata rejected with a message, and the load time of a 262144-token vocabulary.
- *   2. llama.cpp's tokenizer test cases (../shared/fixtures/tokenizer, llama-spm and gpt-2): every case must give
- *      exactly the reference ids. Each case is the text between "\n__ggml_vocab_test__\n" separators (so the
- *      newline before a separator is not part of the case); the .out file has one line of ids per case.
- *   3. The prompts of the model fixtures (../shared/fixtures/llm) tokenized with BOS must equal their .tokens.
- *   4. Round trips (detokenize(tokenize(s)) == s), invalid UTF-8, parse_special and end-of-generation tokens on
- *      the real vocabularies.
+ *   2. llama.cpp's tokenizer test cases (../shared/fixtures/tokenizer, llama-spm and gpt-2): every case must
+ *      give exactly the reference ids. Each case is the text between "\n__ggml_vocab_test__\n" separators
+ *      (so the newline before a separator is not part of the case); the .out has one line of ids per case.
+ *   3. The prompts of the model fixtures (../shared/fixtures/llm) tokenized with BOS must equal their
+ *      .tokens files.
+ *   4. Round trips (detokenize(tokenize(s)) == s), invalid UTF-8, parse_special and end-of-generation
+ *      tokens on the real vocabularies.
  * Parts 2-4 are skipped (exit 77) when ../shared is absent.
  */
 #include "banter.h"
 #include "core/core.h"
 #include "gguf/gguf.h"
 #include "llm/vocab.h"
+#include "llm/vocab_impl.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -73,7 +75,8 @@ static long tokenize_str(const struct llm_vocab *v, const char *s, bool bos, boo
 static void print_ids(const char *label, const int32_t *ids, size_t n)
 {
     fprintf(stderr, "  %s:", label);
-    for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
     fprintf(stderr, "\n");
 }
 
@@ -82,14 +85,17 @@ static size_t parse_ids(const char *s, size_t len, int32_t *out, size_t max)
 {
     size_t n = 0, i = 0;
     while (i < len && n < max) {
-        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r')) i++;
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r'))
+            i++;
         if (i >= len) break;
         long x = 0;
         bool neg = s[i] == '-';
         if (neg) i++;
-        while (i < len && s[i] >= '0' && s[i] <= '9') x = x * 10 + (s[i++] - '0');
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            x = x * 10 + (s[i++] - '0');
         out[n++] = (int32_t)(neg ? -x : x);
-        while (i < len && s[i] != ' ' && s[i] != '\n') i++;
+        while (i < len && s[i] != ' ' && s[i] != '\n')
+            i++;
     }
     return n;
 }
@@ -120,9 +126,10 @@ struct tok_def {
 };
 
 /* Writes a vocabulary to a temporary file and loads it; extra metadata through the callback. */
-static struct llm_vocab *synth_vocab(const char *model, const struct tok_def *defs, size_t n, const char **merges,
-                                     size_t n_merges, void (*extra)(struct gguf_writer *), int *rc_out,
-                                     char *err, size_t err_len)
+static struct llm_vocab *synth_vocab(const char *model, const struct tok_def *defs, size_t n,
+                                     const char **merges, size_t n_merges,
+                                     void (*extra)(struct gguf_writer *), int *rc_out, char *err,
+                                     size_t err_len)
 {
     struct gguf_writer *w = gguf_writer_new();
     BANTER_ASSERT(w);
@@ -141,7 +148,8 @@ static struct llm_vocab *synth_vocab(const char *model, const struct tok_def *de
     gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, n);
     if (merges) {
         struct gguf_str *ms = calloc(n_merges ? n_merges : 1, sizeof *ms);
-        for (size_t i = 0; i < n_merges; i++) ms[i] = (struct gguf_str){merges[i], strlen(merges[i])};
+        for (size_t i = 0; i < n_merges; i++)
+            ms[i] = (struct gguf_str){merges[i], strlen(merges[i])};
         gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", ms, n_merges);
         free(ms);
     }
@@ -175,14 +183,28 @@ static void no_space_prefix(struct gguf_writer *w)
 static void test_synthetic_spm(void)
 {
     /* ids:                0        1       2        3                4 */
-    struct tok_def defs[] = {{"<unk>", 0, 2}, {"<s>", 0, 3}, {"</s>", 0, 3}, {"<ctl>", 0, 3}, {"<user>", 0, 4},
+    struct tok_def defs[] = {{"<unk>", 0, 2},
+                             {"<s>", 0, 3},
+                             {"</s>", 0, 3},
+                             {"<ctl>", 0, 3},
+                             {"<user>", 0, 4},
                              /* 5 .. */
-                             {"\xe2\x96\x81", -1, 1}, {"a", -1, 1}, {"b", -1, 1}, {"c", -1, 1}, {"ab", -5, 1},
+                             {"\xe2\x96\x81", -1, 1},
+                             {"a", -1, 1},
+                             {"b", -1, 1},
+                             {"c", -1, 1},
+                             {"ab", -5, 1},
                              /* 10 .. */
-                             {"bc", -2, 1}, {"abc", -3, 1}, {"\xe2\x96\x81" "a", -4, 1}, {"<0x41>", 0, 6},
+                             {"bc", -2, 1},
+                             {"abc", -3, 1},
+                             {"\xe2\x96\x81"
+                              "a",
+                              -4, 1},
+                             {"<0x41>", 0, 6},
                              {"<0xC3>", 0, 6},
                              /* 15 */
-                             {"<0xA9>", 0, 6}, {"<unused>", 0, 5}};
+                             {"<0xA9>", 0, 6},
+                             {"<unused>", 0, 5}};
     size_t n = sizeof defs / sizeof defs[0];
     char err[256];
     struct llm_vocab *v = synth_vocab("llama", defs, n, NULL, 0, no_space_prefix, NULL, err, sizeof err);
@@ -225,7 +247,8 @@ static void test_synthetic_spm(void)
     CHECK_INT_EQ(toks[0], 6);
     CHECK_INT_EQ(toks[1], 4);
     CHECK_INT_EQ(toks[2], 7);
-    for (long i = 3; i < k; i++) CHECK(toks[i] != 3);
+    for (long i = 3; i < k; i++)
+        CHECK(toks[i] != 3);
     k = tokenize_str(v, "a<user>b<ctl>", false, true);
     CHECK_INT_EQ(k, 4);
     CHECK_INT_EQ(toks[3], 3);
@@ -260,13 +283,21 @@ static void test_synthetic_spm(void)
 static void test_synthetic_bpe(void)
 {
     /* Byte-level: "Ġ" (U+0120) stands for a space. */
-    struct tok_def defs[] = {{"h", 0, 1},          {"e", 0, 1},        {"l", 0, 1},      {"o", 0, 1},
-                             {"\xc4\xa0", 0, 1},   {"he", 0, 1},       {"ll", 0, 1},     {"hell", 0, 1},
-                             {"hello", 0, 1},      {"\xc4\xa0h", 0, 1}, {"<|endoftext|>", 0, 3}};
+    struct tok_def defs[] = {{"h", 0, 1},
+                             {"e", 0, 1},
+                             {"l", 0, 1},
+                             {"o", 0, 1},
+                             {"\xc4\xa0", 0, 1},
+                             {"he", 0, 1},
+                             {"ll", 0, 1},
+                             {"hell", 0, 1},
+                             {"hello", 0, 1},
+                             {"\xc4\xa0h", 0, 1},
+                             {"<|endoftext|>", 0, 3}};
     const char *merges[] = {"h e", "l l", "he ll", "hell o", "\xc4\xa0 h"};
     char err[256];
-    struct llm_vocab *v = synth_vocab("gpt2", defs, sizeof defs / sizeof defs[0], merges, 5, NULL, NULL, err,
-                                      sizeof err);
+    struct llm_vocab *v =
+        synth_vocab("gpt2", defs, sizeof defs / sizeof defs[0], merges, 5, NULL, NULL, err, sizeof err);
     CHECK(v != NULL);
     if (!v) return;
     CHECK_STR_EQ(llm_vocab_describe(v), "bpe:gpt-2");
@@ -405,6 +436,46 @@ static void test_large_vocab_load(void)
 }
 
 /* ------------------------------------------------------------------------------------------------------------
+ * Pre-tokenizers: words as the reference regexes cut them (expected splits worked out by hand from the
+ * patterns, with "|" between words).
+ */
+
+static void check_split(enum llm_bpe_pre pre, const char *text, const char *want)
+{
+    size_t ends[256], n = 0;
+    CHECK_INT_EQ(llm_bpe_split_words(pre, text, strlen(text), ends, 256, &n), 0);
+    char got[1024];
+    size_t g = 0, start = 0;
+    for (size_t i = 0; i < n && g + 2 < sizeof got; i++) {
+        if (i) got[g++] = '|';
+        for (size_t j = start; j < ends[i] && g + 2 < sizeof got; j++)
+            got[g++] = text[j];
+        start = ends[i];
+    }
+    got[g] = 0;
+    CHECK_STR_EQ(got, want);
+}
+
+static void test_pretokenizers(void)
+{
+    const char *s = "Hello world's 12345 !!\n\n  x";
+    check_split(LLM_PRE_GPT2, s, "Hello| world|'s| 12345| !!|\n\n | x");
+    check_split(LLM_PRE_LLAMA3, s, "Hello| world|'s| |123|45| !!\n\n| | x");
+    check_split(LLM_PRE_QWEN2, s, "Hello| world|'s| |1|2|3|4|5| !!\n\n| | x");
+    check_split(LLM_PRE_SMOLLM, s, "Hello| world|'s| |1|2|3|4|5| !!|\n\n | x");
+    /* Contractions: case-sensitive for GPT-2, not for Llama 3. */
+    check_split(LLM_PRE_GPT2, "I'LL go", "I|'|LL| go");
+    check_split(LLM_PRE_LLAMA3, "I'LL go", "I|'LL| go");
+    /* Llama 3: one non-letter may lead a word, newlines end punctuation runs, whitespace before newlines. */
+    check_split(LLM_PRE_LLAMA3, "$hello (x)\r\n  \nend", "$hello| (|x|)\r\n|  \n|end");
+    /* Unicode classes: letters and digits beyond ASCII, and U+3000 as whitespace. */
+    check_split(LLM_PRE_GPT2, "caf\xc3\xa9 \xd9\xa3\xd9\xa4\xe3\x80\x80\xe6\x97\xa5",
+                "caf\xc3\xa9| \xd9\xa3\xd9\xa4|\xe3\x80\x80|\xe6\x97\xa5");
+    /* An invalid byte is one U+FFFD, a non-letter non-digit. */
+    check_split(LLM_PRE_GPT2, "a\xff\xfe b", "a|\xff\xfe| b");
+}
+
+/* ------------------------------------------------------------------------------------------------------------
  * 2. llama.cpp's tokenizer cases
  */
 
@@ -476,7 +547,8 @@ static void test_prompt_fixture(const char *base)
     CHECK(prompt && tokens && v);
     if (prompt && tokens && v) {
         /* The prompt is one line; its newline is not part of it. */
-        while (n_prompt > 0 && (prompt[n_prompt - 1] == '\n' || prompt[n_prompt - 1] == '\r')) n_prompt--;
+        while (n_prompt > 0 && (prompt[n_prompt - 1] == '\n' || prompt[n_prompt - 1] == '\r'))
+            n_prompt--;
         static int32_t want[4096];
         size_t n_want = parse_ids(tokens, n_tokens, want, sizeof want / sizeof want[0]);
         long k = tokenize(v, prompt, n_prompt, true, true);
@@ -508,8 +580,9 @@ static void test_prompt_fixture(const char *base)
 
 static void test_invalid_utf8(const struct llm_vocab *v, const char *name)
 {
-    static const char *const bad[] = {"\xff", "\xc3", "a\x80z", "\xe2\x96", "\xf0\x9f\x98", "\xc3\x28",
-                                      "x\xfe\xff y", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\xaf"};
+    static const char *const bad[] = {
+        "\xff",     "\xc3",        "a\x80z",       "\xe2\x96",         "\xf0\x9f\x98",
+        "\xc3\x28", "x\xfe\xff y", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\xaf"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         long a = tokenize_str(v, bad[i], true, true);
         CHECK(a > 0);
@@ -534,7 +607,8 @@ static void test_invalid_utf8(const struct llm_vocab *v, const char *name)
         long k = tokenize(v, junk, len, rep & 1, rep & 2);
         CHECK(k >= 0);
         bool in_range = true;
-        for (long i = 0; i < k; i++) in_range = in_range && toks[i] >= 0 && toks[i] < llm_vocab_n_tokens(v);
+        for (long i = 0; i < k; i++)
+            in_range = in_range && toks[i] >= 0 && toks[i] < llm_vocab_n_tokens(v);
         CHECK(in_range);
     }
     (void)name;
@@ -566,7 +640,8 @@ static void test_llama_spm(const char *path)
     CHECK_INT_EQ(toks[0], 1);
     k = tokenize_str(v, "<s>hi", false, false);
     CHECK(k >= 2);
-    for (long i = 0; i < k; i++) CHECK(toks[i] != 1);
+    for (long i = 0; i < k; i++)
+        CHECK(toks[i] != 1);
     test_invalid_utf8(v, "llama-spm");
     llm_vocab_free(v);
 }
@@ -593,7 +668,8 @@ static void test_gpt2(const char *path)
     CHECK_INT_EQ(toks[1], 50256);
     k = tokenize_str(v, "hi<|endoftext|>", false, false);
     CHECK(k > 2);
-    for (long i = 0; i < k; i++) CHECK(toks[i] != 50256);
+    for (long i = 0; i < k; i++)
+        CHECK(toks[i] != 50256);
     char buf[64];
     CHECK_INT_EQ(llm_token_to_piece(v, 50256, false, buf, sizeof buf), 0);
     CHECK_INT_EQ(llm_token_to_piece(v, 50256, true, buf, sizeof buf), 13);
@@ -623,13 +699,15 @@ static void test_gemma(const char *path)
         CHECK_INT_EQ(toks[0], llm_vocab_bos(v));
         CHECK_INT_EQ(toks[1], sot);
         int n_sot = 0, n_eot = 0;
-        for (long i = 0; i < k; i++) n_sot += toks[i] == sot, n_eot += toks[i] == eot;
+        for (long i = 0; i < k; i++)
+            n_sot += toks[i] == sot, n_eot += toks[i] == eot;
         CHECK_INT_EQ(n_sot, 2);
         CHECK_INT_EQ(n_eot, 1);
     }
     k = tokenize_str(v, chat, true, false);
     bool none = true;
-    for (long i = 0; i < k; i++) none = none && toks[i] != sot && toks[i] != eot;
+    for (long i = 0; i < k; i++)
+        none = none && toks[i] != sot && toks[i] != eot;
     CHECK(none);
     /* Rendering: control tokens vanish unless asked for. */
     int32_t ids[3] = {sot, llm_vocab_find(v, "\xe2\x96\x81hello", 8), eot};
@@ -651,6 +729,7 @@ int main(void)
     test_synthetic_bpe();
     test_synthetic_invalid();
     test_large_vocab_load();
+    test_pretokenizers();
 
     char path[512];
     if (!test_shared_path("fixtures/tokenizer/ggml-vocab-llama-spm.gguf", path, sizeof path)) {

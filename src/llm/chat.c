@@ -40,8 +40,10 @@ static bool is_space(char c)
 static void put_trimmed(struct out *o, const char *s)
 {
     size_t len = strlen(s), a = 0;
-    while (a < len && is_space(s[a])) a++;
-    while (len > a && is_space(s[len - 1])) len--;
+    while (a < len && is_space(s[a]))
+        a++;
+    while (len > a && is_space(s[len - 1]))
+        len--;
     put(o, s + a, len - a);
 }
 
@@ -104,8 +106,9 @@ static void render_chatml(struct out *o, const banter_chat_message *msgs, size_t
 
 static void render_llama2(struct out *o, const struct llm_vocab *v, const banter_chat_message *msgs, size_t n)
 {
-    /* Meta's reference: every exchange is "[INST] user [/INST] answer </s>", exchanges after the first start with
-     * their own BOS (the first BOS comes from the tokenizer), and a system prompt sits inside the first [INST]. */
+    /* Meta's reference: every exchange is "[INST] user [/INST] answer </s>", exchanges after the first start
+     * with their own BOS (the first BOS comes from the tokenizer), and a system prompt sits inside the first
+     * [INST]. */
     const char *bos = "<s>", *eos = "</s>";
     if (v) {
         const char *t = llm_vocab_token_text(v, llm_vocab_bos(v), NULL);
@@ -139,19 +142,28 @@ static void render_llama2(struct out *o, const struct llm_vocab *v, const banter
     }
 }
 
-long llm_chat_render(enum llm_chat_format fmt, const struct llm_vocab *v, const banter_chat_message *msgs, size_t n,
-                     bool add_assistant, char *buf, size_t len)
+long llm_chat_render(enum llm_chat_format fmt, const struct llm_vocab *v, const banter_chat_message *msgs,
+                     size_t n, bool add_assistant, char *buf, size_t len)
 {
     if (n > 0 && !msgs) return -1;
     for (size_t i = 0; i < n; i++)
         if (role_of(&msgs[i]) == ROLE_BAD) return -1;
     struct out o = {buf, buf && len ? len - 1 : 0, 0};
     switch (fmt) {
-    case LLM_CHAT_GEMMA: render_gemma(&o, msgs, n, add_assistant); break;
-    case LLM_CHAT_LLAMA3: render_llama3(&o, msgs, n, add_assistant); break;
-    case LLM_CHAT_CHATML: render_chatml(&o, msgs, n, add_assistant); break;
-    case LLM_CHAT_LLAMA2: render_llama2(&o, v, msgs, n); break;
-    default: return -1;
+    case LLM_CHAT_GEMMA:
+        render_gemma(&o, msgs, n, add_assistant);
+        break;
+    case LLM_CHAT_LLAMA3:
+        render_llama3(&o, msgs, n, add_assistant);
+        break;
+    case LLM_CHAT_CHATML:
+        render_chatml(&o, msgs, n, add_assistant);
+        break;
+    case LLM_CHAT_LLAMA2:
+        render_llama2(&o, v, msgs, n);
+        break;
+    default:
+        return -1;
     }
     if (buf && len) buf[o.n < o.cap ? o.n : o.cap] = 0;
     return (long)o.n;
@@ -185,8 +197,8 @@ int llm_chat_format_from_name(const char *name, enum llm_chat_format *out)
     return BANTER_ERR_NOT_FOUND;
 }
 
-/* Whether any token of the file's vocabulary is exactly `text`. A linear scan, done once per model load and only
- * when the file has no chat template. */
+/* Whether any token of the file's vocabulary is exactly `text`. A linear scan, done once per model load and
+ * only when the file has no chat template. */
 static bool vocab_has(const struct gguf_file *f, const char *text)
 {
     const struct gguf_kv *kv = gguf_find(f, "tokenizer.ggml.tokens");

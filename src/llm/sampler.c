@@ -1,16 +1,17 @@
 /*
  * sampler.c: choosing the next token from logits (the public banter_sampler_* API).
  *
- * The chain is llama.cpp's default order: repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw.
- * top-p and min-p therefore judge the distribution at temperature 1, and temperature only reshapes what
+ * The chain is llama.cpp's default order: repetition penalty -> top-k -> top-p -> min-p -> temperature ->
+ * draw. top-p and min-p therefore judge the distribution at temperature 1, and temperature only reshapes what
  * survives. Temperature 0 is greedy: the argmax of the penalized logits, ties to the lowest id.
  *
  * Speed without sorting the vocabulary (262144 logits for Gemma 3):
- * - The penalty is a per-token count of occurrences in the last repeat_last_n accepted tokens, so one pass over
- *   the logits applies it with a rarely taken branch.
- * - top-k keeps a min-heap of k candidates while scanning; most logits lose against the heap's minimum at once.
- * - Without top-k, top-p is a quickselect by probability mass (expected linear time, no full sort), so even the
- *   flat distributions of untrained models cost a few passes over the logits.
+ * - The penalty is a per-token count of occurrences in the last repeat_last_n accepted tokens, so one
+ *   pass over the logits applies it with a rarely taken branch.
+ * - top-k keeps a min-heap of k candidates while scanning; most logits lose against the heap's minimum
+ *   at once.
+ * - Without top-k, top-p is a quickselect by probability mass (expected linear time, no full sort), so
+ *   even the flat distributions of untrained models cost a few passes over the logits.
  * - min-p is a threshold on the logit: x >= max + ln(min_p).
  * All buffers are allocated at open; sampling allocates nothing.
  *
@@ -34,12 +35,12 @@ struct cand {
 struct banter_sampler {
     banter_sampler_config cfg;
     int n_vocab;
-    struct cand *cand;  /* [n_vocab] candidates of the current step */
-    float *weight;      /* [n_vocab] scratch: their probabilities (unnormalized) */
-    uint32_t *count;    /* [n_vocab] occurrences of each token in the history window */
-    int32_t *history;   /* [repeat_last_n] ring of accepted tokens */
-    int n_history;      /* tokens in the ring (<= repeat_last_n) */
-    int history_pos;    /* next slot to write */
+    struct cand *cand; /* [n_vocab] candidates of the current step */
+    float *weight;     /* [n_vocab] scratch: their probabilities (unnormalized) */
+    uint32_t *count;   /* [n_vocab] occurrences of each token in the history window */
+    int32_t *history;  /* [repeat_last_n] ring of accepted tokens */
+    int n_history;     /* tokens in the ring (<= repeat_last_n) */
+    int history_pos;   /* next slot to write */
     uint64_t rng[4];
 };
 
@@ -81,7 +82,8 @@ static double next_unit(uint64_t s[4])
 static void seed_rng(banter_sampler *s)
 {
     uint64_t x = s->cfg.seed ? s->cfg.seed : DEFAULT_SEED;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -159,7 +161,8 @@ void banter_sampler_accept(banter_sampler *s, banter_token t)
 void banter_sampler_reset(banter_sampler *s)
 {
     if (!s) return;
-    for (int i = 0; i < s->n_history; i++) s->count[s->history[i]] = 0;
+    for (int i = 0; i < s->n_history; i++)
+        s->count[s->history[i]] = 0;
     s->n_history = 0;
     s->history_pos = 0;
     seed_rng(s);
@@ -221,7 +224,8 @@ static size_t select_top_k(banter_sampler *s, const float *logits, size_t k, boo
         if (n < k) {
             h[n++] = c;
             if (n == k)
-                for (size_t j = k / 2; j-- > 0;) sift_down(h, k, j);
+                for (size_t j = k / 2; j-- > 0;)
+                    sift_down(h, k, j);
         } else if (before(&c, &h[0])) {
             h[0] = c;
             sift_down(h, k, 0);
@@ -236,7 +240,8 @@ static size_t select_top_k(banter_sampler *s, const float *logits, size_t k, boo
 static size_t top_p_sorted(const struct cand *c, size_t n, float p)
 {
     double z = 0, max = c[0].logit, acc = 0;
-    for (size_t i = 0; i < n; i++) z += exp((double)c[i].logit - max);
+    for (size_t i = 0; i < n; i++)
+        z += exp((double)c[i].logit - max);
     double target = p * z;
     for (size_t i = 0; i < n; i++) {
         acc += exp((double)c[i].logit - max);
@@ -245,15 +250,16 @@ static size_t top_p_sorted(const struct cand *c, size_t n, float p)
     return n;
 }
 
-/* top-p over unsorted candidates, in expected linear time: quickselect by probability mass. Partition around a
- * pivot; if the better side (with the mass already committed) reaches the target, the cut lies inside it,
+/* top-p over unsorted candidates, in expected linear time: quickselect by probability mass. Partition around
+ * a pivot; if the better side (with the mass already committed) reaches the target, the cut lies inside it,
  * otherwise the whole side and the pivot are kept and the search continues on the worse side. The order of
  * `before` is strict (ids break ties), so every round shrinks the range. Small ranges are sorted and walked.
  * On return c[0 .. count) holds the kept candidates, not sorted. w is scratch for the weights. */
 static size_t top_p_unsorted(struct cand *c, float *w, size_t n, float p, float max)
 {
     double z = 0;
-    for (size_t i = 0; i < n; i++) z += w[i] = expf(c[i].logit - max);
+    for (size_t i = 0; i < n; i++)
+        z += w[i] = expf(c[i].logit - max);
     double target = p * z, acc = 0;
     size_t lo = 0, hi = n;
     uint64_t pick = 0x9e3779b97f4a7c15ull;
@@ -345,7 +351,8 @@ banter_token banter_sampler_sample(banter_sampler *s, const float *logits)
     float max = -INFINITY;
     for (size_t i = 0; i < n; i++)
         if (cd[i].logit > max) max = cd[i].logit;
-    if (!(max > -INFINITY)) return cd[0].id; /* nothing has any probability: fall back to the first candidate */
+    if (!(max > -INFINITY))
+        return cd[0].id; /* nothing has any probability: fall back to the first candidate */
     if (max == INFINITY) {
         /* Infinite logits take all the mass: the lowest such id wins, as greedy would choose. */
         int32_t best = -1;
@@ -366,7 +373,8 @@ banter_token banter_sampler_sample(banter_sampler *s, const float *logits)
         float thr = max + logf(c->min_p);
         if (sorted) {
             size_t k = 1;
-            while (k < n && cd[k].logit >= thr) k++;
+            while (k < n && cd[k].logit >= thr)
+                k++;
             n = k;
         } else {
             size_t k = 0;
@@ -379,7 +387,8 @@ banter_token banter_sampler_sample(banter_sampler *s, const float *logits)
     /* Temperature, then one draw. Weights are relative to the best logit, so exp never overflows. */
     float inv_t = 1.0f / c->temperature;
     double z = 0;
-    for (size_t i = 0; i < n; i++) z += weight(cd[i].logit - max, inv_t);
+    for (size_t i = 0; i < n; i++)
+        z += weight(cd[i].logit - max, inv_t);
     double u = next_unit(s->rng) * z, acc = 0;
     for (size_t i = 0; i < n; i++) {
         acc += weight(cd[i].logit - max, inv_t);

@@ -1,10 +1,10 @@
 /*
- * vocab.c: loading a tokenizer from GGUF metadata, lookups, the split around special tokens, and turning tokens
- * back into text. The merge algorithms live in vocab_spm.c and vocab_bpe.c.
+ * vocab.c: loading a tokenizer from GGUF metadata, lookups, the split around special tokens, and turning
+ * tokens back into text. The merge algorithms live in vocab_spm.c and vocab_bpe.c.
  *
  * Loading is linear in the vocabulary: texts are copied into one pool and hashed once (a 262144-token Gemma
- * vocabulary loads in a few milliseconds). Every array taken from the file is checked for its element type and
- * length, every id for its range; a bad file gives BANTER_ERR_FORMAT naming the key.
+ * vocabulary loads in a few milliseconds). Every array taken from the file is checked for its element type
+ * and length, every id for its range; a bad file gives BANTER_ERR_FORMAT naming the key.
  *
  * The special-token split follows llama.cpp's tokenizer_st_partition: for each special token, longest text
  * first, every occurrence in the text fragments not yet claimed becomes its own fragment. A 64 Kbit table of
@@ -32,7 +32,8 @@ int32_t llm_vocab_find(const struct llm_vocab *v, const char *text, size_t len)
     for (size_t i = llm_hash_slot(h, v->hash_mask);; i = (i + 1) & v->hash_mask) {
         struct llm_slot e = v->hash[i];
         if (e.id < 0) return -1;
-        if (e.tag == tag && v->tok_len[e.id] == len && memcmp(llm_tok_text(v, e.id), text, len) == 0) return e.id;
+        if (e.tag == tag && v->tok_len[e.id] == len && memcmp(llm_tok_text(v, e.id), text, len) == 0)
+            return e.id;
     }
 }
 
@@ -58,7 +59,8 @@ int32_t llm_bpe_rank(const struct llm_vocab *v, const char *left, size_t nl, con
 static size_t table_size(size_t n)
 {
     size_t s = 16;
-    while (s < 2 * n) s *= 2;
+    while (s < 2 * n)
+        s *= 2;
     return s;
 }
 
@@ -102,19 +104,31 @@ static const struct {
     const char *name;
     enum llm_bpe_pre pre;
 } pre_names[] = {
-    {"default", LLM_PRE_GPT2},  {"gpt-2", LLM_PRE_GPT2},       {"gpt2", LLM_PRE_GPT2},
-    {"mpt", LLM_PRE_GPT2},      {"olmo", LLM_PRE_GPT2},        {"llama3", LLM_PRE_LLAMA3},
-    {"llama-v3", LLM_PRE_LLAMA3}, {"llama-bpe", LLM_PRE_LLAMA3}, {"falcon3", LLM_PRE_LLAMA3},
-    {"qwen2", LLM_PRE_QWEN2},   {"deepseek-r1-qwen", LLM_PRE_QWEN2}, {"smollm", LLM_PRE_SMOLLM},
+    {"default", LLM_PRE_GPT2},
+    {"gpt-2", LLM_PRE_GPT2},
+    {"gpt2", LLM_PRE_GPT2},
+    {"mpt", LLM_PRE_GPT2},
+    {"olmo", LLM_PRE_GPT2},
+    {"llama3", LLM_PRE_LLAMA3},
+    {"llama-v3", LLM_PRE_LLAMA3},
+    {"llama-bpe", LLM_PRE_LLAMA3},
+    {"falcon3", LLM_PRE_LLAMA3},
+    {"qwen2", LLM_PRE_QWEN2},
+    {"deepseek-r1-qwen", LLM_PRE_QWEN2},
+    {"smollm", LLM_PRE_SMOLLM},
 };
 
 static const char *pre_name(enum llm_bpe_pre p)
 {
     switch (p) {
-    case LLM_PRE_GPT2: return "gpt-2";
-    case LLM_PRE_LLAMA3: return "llama3";
-    case LLM_PRE_QWEN2: return "qwen2";
-    case LLM_PRE_SMOLLM: return "smollm";
+    case LLM_PRE_GPT2:
+        return "gpt-2";
+    case LLM_PRE_LLAMA3:
+        return "llama3";
+    case LLM_PRE_QWEN2:
+        return "qwen2";
+    case LLM_PRE_SMOLLM:
+        return "smollm";
     }
     return "?";
 }
@@ -123,7 +137,8 @@ static void build_byte_map(struct llm_vocab *v)
 {
     /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes map in order
      * to U+0100 and up, so every byte becomes a visible character and no token contains a raw space. */
-    for (int i = 0; i < 324; i++) v->cpt_to_byte[i] = -1;
+    for (int i = 0; i < 324; i++)
+        v->cpt_to_byte[i] = -1;
     int n = 0;
     for (int b = 0; b < 256; b++) {
         bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
@@ -142,7 +157,8 @@ static int load_merges(struct llm_vocab *v, const struct gguf_file *f, char *err
     }
     size_t n = (size_t)kv->arr_n, total = 0;
     if (kv->arr_n > INT32_MAX) {
-        core_errf(err, err_len, "tokenizer.ggml.merges: %llu merges is too many", (unsigned long long)kv->arr_n);
+        core_errf(err, err_len, "tokenizer.ggml.merges: %llu merges is too many",
+                  (unsigned long long)kv->arr_n);
         return BANTER_ERR_FORMAT;
     }
     for (size_t i = 0; i < n; i++) {
@@ -167,8 +183,8 @@ static int load_merges(struct llm_vocab *v, const struct gguf_file *f, char *err
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         const struct gguf_str *s = &kv->arr_strs[i];
-        /* The split is the first space after the first byte, as the reference does it: a left part may itself be
-         * a single space in vocabularies that are not byte-level. */
+        /* The split is the first space after the first byte, as the reference does it: a left part may itself
+         * be a single space in vocabularies that are not byte-level. */
         const char *sp = s->len > 1 ? memchr(s->ptr + 1, ' ', (size_t)s->len - 1) : NULL;
         if (!sp) {
             core_errf(err, err_len, "tokenizer.ggml.merges[%zu]: \"%.*s\" is not \"left right\"", i,
@@ -222,7 +238,8 @@ int llm_vocab_load(const struct gguf_file *f, struct llm_vocab **out, char *err,
     else if (strcmp(model, "gpt2") == 0)
         type = LLM_VOCAB_BPE;
     else {
-        core_errf(err, err_len, "tokenizer.ggml.model \"%s\" is not supported (only \"llama\" and \"gpt2\")", model);
+        core_errf(err, err_len, "tokenizer.ggml.model \"%s\" is not supported (only \"llama\" and \"gpt2\")",
+                  model);
         return BANTER_ERR_UNSUPPORTED;
     }
 
@@ -244,8 +261,8 @@ int llm_vocab_load(const struct gguf_file *f, struct llm_vocab **out, char *err,
         }
     }
     const struct gguf_kv *scores = gguf_find(f, "tokenizer.ggml.scores");
-    if (scores && (scores->type != GGUF_ARRAY || (scores->arr_type != GGUF_F32 && scores->arr_type != GGUF_F64) ||
-                   scores->arr_n != n)) {
+    if (scores && (scores->type != GGUF_ARRAY ||
+                   (scores->arr_type != GGUF_F32 && scores->arr_type != GGUF_F64) || scores->arr_n != n)) {
         core_errf(err, err_len, "tokenizer.ggml.scores: expected %zu floats", n);
         return BANTER_ERR_FORMAT;
     }
@@ -304,7 +321,8 @@ int llm_vocab_load(const struct gguf_file *f, struct llm_vocab **out, char *err,
             return BANTER_ERR_FORMAT;
         }
         size_t k = 0, n_names = sizeof pre_names / sizeof pre_names[0];
-        while (k < n_names && strcmp(pre, pre_names[k].name) != 0) k++;
+        while (k < n_names && strcmp(pre, pre_names[k].name) != 0)
+            k++;
         if (k == n_names)
             core_warn("vocab: pre-tokenizer \"%s\" is not known; using GPT-2's, so tokens may differ", pre);
         v->pre = k < n_names ? pre_names[k].pre : LLM_PRE_GPT2;
@@ -341,8 +359,8 @@ int llm_vocab_load(const struct gguf_file *f, struct llm_vocab **out, char *err,
         int32_t id = llm_vocab_find(v, eog_texts[i], strlen(eog_texts[i]));
         if (id < 0) continue;
         add_eog(v, id);
-        /* Turn markers are control tokens even where a converter forgot to say so; the reference fixes them up
-         * the same way, and it matters for parse_special and for rendering. */
+        /* Turn markers are control tokens even where a converter forgot to say so; the reference fixes them
+         * up the same way, and it matters for parse_special and for rendering. */
         if (v->types[id] != LLM_TOKEN_CONTROL) v->types[id] = LLM_TOKEN_CONTROL;
     }
 
@@ -371,11 +389,13 @@ int llm_vocab_load(const struct gguf_file *f, struct llm_vocab **out, char *err,
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t t = v->types[i];
-        if ((t == LLM_TOKEN_CONTROL || t == LLM_TOKEN_USER_DEFINED || t == LLM_TOKEN_UNKNOWN) && v->tok_len[i] > 0)
+        if ((t == LLM_TOKEN_CONTROL || t == LLM_TOKEN_USER_DEFINED || t == LLM_TOKEN_UNKNOWN) &&
+            v->tok_len[i] > 0)
             keys[k++] = ((uint64_t)(UINT32_MAX - v->tok_len[i]) << 32) | i;
     }
     qsort(keys, n_special, sizeof(uint64_t), cmp_u64);
-    for (size_t i = 0; i < n_special; i++) v->special[i] = (int32_t)(keys[i] & 0xffffffffu);
+    for (size_t i = 0; i < n_special; i++)
+        v->special[i] = (int32_t)(keys[i] & 0xffffffffu);
     v->n_special = n_special;
     core_free(keys);
 
@@ -410,16 +430,46 @@ void llm_vocab_free(struct llm_vocab *v)
  * Accessors.
  */
 
-int llm_vocab_n_tokens(const struct llm_vocab *v) { return v->n_tokens; }
-enum llm_vocab_type llm_vocab_type(const struct llm_vocab *v) { return v->type; }
-const char *llm_vocab_describe(const struct llm_vocab *v) { return v->describe; }
-size_t llm_vocab_bytes(const struct llm_vocab *v) { return v->n_bytes; }
-int32_t llm_vocab_bos(const struct llm_vocab *v) { return v->bos; }
-int32_t llm_vocab_eos(const struct llm_vocab *v) { return v->eos; }
-int32_t llm_vocab_eot(const struct llm_vocab *v) { return v->eot; }
-int32_t llm_vocab_unk(const struct llm_vocab *v) { return v->unk; }
-int32_t llm_vocab_pad(const struct llm_vocab *v) { return v->pad; }
-bool llm_vocab_add_bos(const struct llm_vocab *v) { return v->add_bos; }
+int llm_vocab_n_tokens(const struct llm_vocab *v)
+{
+    return v->n_tokens;
+}
+enum llm_vocab_type llm_vocab_type(const struct llm_vocab *v)
+{
+    return v->type;
+}
+const char *llm_vocab_describe(const struct llm_vocab *v)
+{
+    return v->describe;
+}
+size_t llm_vocab_bytes(const struct llm_vocab *v)
+{
+    return v->n_bytes;
+}
+int32_t llm_vocab_bos(const struct llm_vocab *v)
+{
+    return v->bos;
+}
+int32_t llm_vocab_eos(const struct llm_vocab *v)
+{
+    return v->eos;
+}
+int32_t llm_vocab_eot(const struct llm_vocab *v)
+{
+    return v->eot;
+}
+int32_t llm_vocab_unk(const struct llm_vocab *v)
+{
+    return v->unk;
+}
+int32_t llm_vocab_pad(const struct llm_vocab *v)
+{
+    return v->pad;
+}
+bool llm_vocab_add_bos(const struct llm_vocab *v)
+{
+    return v->add_bos;
+}
 
 const char *llm_vocab_token_text(const struct llm_vocab *v, int32_t tok, size_t *len)
 {
@@ -504,7 +554,8 @@ static int split_special(const struct llm_vocab *v, const char *text, int32_t id
 static bool occurs(const char *text, const struct frag_list *l, const char *s, size_t sl)
 {
     for (size_t i = 0; i < l->n; i++)
-        if (l->a[i].tok < 0 && l->a[i].len >= sl && memmem(text + l->a[i].off, l->a[i].len, s, sl)) return true;
+        if (l->a[i].tok < 0 && l->a[i].len >= sl && memmem(text + l->a[i].off, l->a[i].len, s, sl))
+            return true;
     return false;
 }
 

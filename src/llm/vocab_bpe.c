@@ -1,5 +1,6 @@
 /*
- * vocab_bpe.c: byte-level BPE tokenization (GPT-2, Llama 3, Qwen 2, SmolLM vocabularies) as llama.cpp does it.
+ * vocab_bpe.c: byte-level BPE tokenization (GPT-2, Llama 3, Qwen 2, SmolLM vocabularies), as llama.cpp
+ * does it.
  *
  * 1. The text is decoded to code points (U+FFFD for each byte that does not decode) and classified once.
  * 2. A pre-tokenizer cuts it into words. The reference expresses these as regular expressions; here each is a
@@ -7,9 +8,9 @@
  *    matchers (including "\s+(?!\S)", which leaves the last space of a run to the next word).
  * 3. Each word's UTF-8 bytes are replaced by GPT-2's printable stand-ins (the vocabulary is written in them).
  *    With ignore_merges (Llama 3) a word that is itself a token is emitted whole.
- * 4. Characters are merged pairwise by merge rank, lowest first (ties: the leftmost pair), with a min-heap and
- *    stale entries skipped as in vocab_spm.c. Each final symbol is a token; a symbol that is not (a vocabulary
- *    without some byte) falls back to its single bytes, dropping those that are not tokens either.
+ * 4. Characters are merged pairwise by merge rank, lowest first (ties: the leftmost pair), with a min-heap
+ *    and stale entries skipped as in vocab_spm.c. Each final symbol is a token; a symbol that is not (a
+ *    vocabulary without some byte) falls back to its single bytes, dropping those that are not tokens.
  *
  * Scratch memory is allocated once per call: code points and classes for the fragment, word ends, and buffers
  * sized for the longest word.
@@ -74,24 +75,28 @@ static void split_gpt2(const uint32_t *cp, const uint8_t *fl, size_t ini, size_t
         unsigned f2 = c == ' ' ? FL(pos + 1) : f;
         if (f2 & LLM_CPT_LETTER) {
             pos += c == ' ';
-            while (f2 & LLM_CPT_LETTER) f2 = FL(++pos);
+            while (f2 & LLM_CPT_LETTER)
+                f2 = FL(++pos);
             add_word(w, pos);
             continue;
         }
         if (f2 & LLM_CPT_NUMBER) {
             pos += c == ' ';
-            while (f2 & LLM_CPT_NUMBER) f2 = FL(++pos);
+            while (f2 & LLM_CPT_NUMBER)
+                f2 = FL(++pos);
             add_word(w, pos);
             continue;
         }
         if (!(f2 & LNW) && f2) {
             pos += c == ' ';
-            while (!(f2 & LNW) && f2) f2 = FL(++pos);
+            while (!(f2 & LNW) && f2)
+                f2 = FL(++pos);
             add_word(w, pos);
             continue;
         }
         size_t n_ws = 0;
-        while (FL(pos + n_ws) & LLM_CPT_WHITESPACE) n_ws++;
+        while (FL(pos + n_ws) & LLM_CPT_WHITESPACE)
+            n_ws++;
         if (n_ws > 1 && CPT(pos + n_ws) != OUT_OF_RANGE) {
             add_word(w, pos += n_ws - 1);
             continue;
@@ -109,9 +114,11 @@ static uint32_t ascii_lower(uint32_t c)
     return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
 
-/* (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|
- * \s+(?!\S)|\s+ over cp[ini .. end). Llama 3 takes up to 3 digits at a time, Qwen 2 one. Only ASCII letters can
- * complete a contraction, so ASCII case folding is all the (?i:) needs. */
+/* The Llama 3 pattern over cp[ini .. end):
+ *     (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,max_digits}|
+ *     ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * (the second line's alternative starts with a space). Llama 3 takes up to 3 digits at a time, Qwen 2 one.
+ * Only ASCII letters can complete a contraction, so ASCII case folding is all the (?i:) needs. */
 static void split_llama3(const uint32_t *cp, const uint8_t *fl, size_t ini, size_t end, size_t max_digits,
                          struct words *w)
 {
@@ -137,7 +144,8 @@ static void split_llama3(const uint32_t *cp, const uint8_t *fl, size_t ini, size
         if (!(c == '\r' || c == '\n' || (f & LLM_CPT_NUMBER))) {
             if ((f & LLM_CPT_LETTER) || (FL(pos + 1) & LLM_CPT_LETTER)) {
                 pos++;
-                while (FL(pos) & LLM_CPT_LETTER) pos++;
+                while (FL(pos) & LLM_CPT_LETTER)
+                    pos++;
                 add_word(w, pos);
                 continue;
             }
@@ -156,9 +164,11 @@ static void split_llama3(const uint32_t *cp, const uint8_t *fl, size_t ini, size
         unsigned f2 = c == ' ' ? FL(pos + 1) : f;
         if (!(f2 & LNW) && f) {
             pos += c == ' ';
-            while (!(f2 & LNW) && f2) f2 = FL(++pos);
+            while (!(f2 & LNW) && f2)
+                f2 = FL(++pos);
             uint32_t c2 = CPT(pos);
-            while (c2 == '\r' || c2 == '\n') c2 = CPT(++pos);
+            while (c2 == '\r' || c2 == '\n')
+                c2 = CPT(++pos);
             add_word(w, pos);
             continue;
         }
@@ -196,10 +206,65 @@ static void split_smollm(const uint32_t *cp, const uint8_t *fl, size_t n, struct
             continue;
         }
         size_t q = pos;
-        while (q < n && !(fl[q] & LLM_CPT_NUMBER)) q++;
+        while (q < n && !(fl[q] & LLM_CPT_NUMBER))
+            q++;
         split_gpt2(cp, fl, pos, q, w);
         pos = q;
     }
+}
+
+static void split(enum llm_bpe_pre pre, const uint32_t *cp, const uint8_t *fl, size_t n, struct words *w)
+{
+    switch (pre) {
+    case LLM_PRE_GPT2:
+        split_gpt2(cp, fl, 0, n, w);
+        break;
+    case LLM_PRE_LLAMA3:
+        split_llama3(cp, fl, 0, n, 3, w);
+        break;
+    case LLM_PRE_QWEN2:
+        split_llama3(cp, fl, 0, n, 1, w);
+        break;
+    case LLM_PRE_SMOLLM:
+        split_smollm(cp, fl, n, w);
+        break;
+    }
+}
+
+int llm_bpe_split_words(enum llm_bpe_pre pre, const char *text, size_t len, size_t *ends, size_t max,
+                        size_t *n_words)
+{
+    *n_words = 0;
+    size_t cap = len ? len : 1;
+    uint32_t *cp = core_malloc(cap * sizeof(uint32_t));
+    uint32_t *wend = core_malloc(cap * sizeof(uint32_t));
+    size_t *byte_end = core_malloc(cap * sizeof(size_t));
+    uint8_t *fl = core_malloc(cap);
+    int rc = 0;
+    if (!cp || !wend || !byte_end || !fl) {
+        rc = BANTER_ERR_NOMEM;
+        goto done;
+    }
+    size_t n = 0;
+    for (size_t off = 0; off < len; n++) {
+        size_t k;
+        cp[n] = llm_utf8_decode(text + off, len - off, &k);
+        fl[n] = (uint8_t)llm_unicode_flags(cp[n]);
+        off += k;
+        byte_end[n] = off;
+    }
+    struct words w = {wend, 0, 0};
+    split(pre, cp, fl, n, &w);
+    for (size_t i = 0; i < w.n && i < max; i++)
+        ends[i] = byte_end[w.end[i] - 1];
+    *n_words = w.n;
+    if (w.n > max) rc = BANTER_ERR_INVALID_ARG;
+done:
+    core_free(fl);
+    core_free(byte_end);
+    core_free(wend);
+    core_free(cp);
+    return rc;
 }
 
 struct sym {
@@ -275,12 +340,14 @@ static void merge_word(const struct llm_vocab *v, const char *word, size_t n_byt
     for (size_t off = 0; off < n_bytes;) {
         size_t k = llm_utf8_len((unsigned char)word[off]);
         if (k > n_bytes - off) k = n_bytes - off;
-        syms[n_syms] = (struct sym){(uint32_t)off, (uint32_t)k, n_syms - 1, off + k == n_bytes ? -1 : n_syms + 1};
+        syms[n_syms] =
+            (struct sym){(uint32_t)off, (uint32_t)k, n_syms - 1, off + k == n_bytes ? -1 : n_syms + 1};
         n_syms++;
         off += k;
     }
     struct heap h = {heap_mem, 0};
-    for (int32_t i = 1; i < n_syms; i++) try_pair(v, word, syms, &h, i - 1, i);
+    for (int32_t i = 1; i < n_syms; i++)
+        try_pair(v, word, syms, &h, i - 1, i);
     while (h.n > 0) {
         struct bigram b = heap_pop(&h);
         struct sym *l = &syms[b.left], *r = &syms[b.right];
@@ -327,12 +394,7 @@ int llm_bpe_tokenize(const struct llm_vocab *v, const char *text, size_t len, st
     }
 
     struct words w = {ends, 0, 0};
-    switch (v->pre) {
-    case LLM_PRE_GPT2: split_gpt2(cp, fl, 0, n, &w); break;
-    case LLM_PRE_LLAMA3: split_llama3(cp, fl, 0, n, 3, &w); break;
-    case LLM_PRE_QWEN2: split_llama3(cp, fl, 0, n, 1, &w); break;
-    case LLM_PRE_SMOLLM: split_smollm(cp, fl, n, &w); break;
-    }
+    split(v->pre, cp, fl, n, &w);
 
     /* Each code point is at most 4 UTF-8 bytes, each byte at most 2 bytes once encoded. */
     size_t longest = 0;
@@ -357,7 +419,8 @@ int llm_bpe_tokenize(const struct llm_vocab *v, const char *text, size_t len, st
         for (size_t j = start; j < w.end[i]; j++) {
             char u[4];
             size_t k = llm_utf8_encode(cp[j], u);
-            for (size_t b = 0; b < k; b++) nb += llm_utf8_encode(v->byte_to_cpt[(unsigned char)u[b]], word + nb);
+            for (size_t b = 0; b < k; b++)
+                nb += llm_utf8_encode(v->byte_to_cpt[(unsigned char)u[b]], word + nb);
         }
         merge_word(v, word, nb, syms, heap_mem, sink);
     }

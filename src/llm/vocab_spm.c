@@ -1,15 +1,15 @@
 /*
  * vocab_spm.c: SentencePiece tokenization as llama.cpp does it for "llama" vocabularies.
  *
- * The text (spaces written as U+2581, optionally with one prepended) is cut into UTF-8 characters, each a symbol
- * in a doubly linked list. Every adjacent pair whose concatenation is a token goes into a max-heap keyed by that
- * token's score (ties: the leftmost pair). Popping the best pair merges the right symbol into the left one and
- * offers the two new neighbouring pairs; entries made stale by an earlier merge are recognised by their length
- * and skipped. What remains are tokens, or characters that are not; those are spelled out as <0xNN> byte tokens
- * (one unknown token when the vocabulary lacks them).
+ * The text (spaces written as U+2581, optionally with one prepended) is cut into UTF-8 characters, each a
+ * symbol in a doubly linked list. Every adjacent pair whose concatenation is a token goes into a max-heap
+ * keyed by that token's score (ties: the leftmost pair). Popping the best pair merges the right symbol into
+ * the left one and offers the two new neighbouring pairs; entries made stale by an earlier merge are
+ * recognised by their length and skipped. What remains are tokens, or characters that are not; those are
+ * spelled out as <0xNN> byte tokens (one unknown token when the vocabulary lacks them).
  *
- * Memory is proportional to the fragment: one allocation per call for the escaped text, the symbols and the heap
- * (at most 3 entries per character: n-1 initial pairs plus 2 per merge).
+ * Memory is proportional to the fragment: one allocation per call for the escaped text, the symbols and the
+ * heap (at most 3 entries per character: n-1 initial pairs plus 2 per merge).
  */
 #include "core/core.h"
 #include "llm/unicode.h"
@@ -67,8 +67,8 @@ static struct bigram heap_pop(struct heap *h)
     return top;
 }
 
-static void try_pair(const struct llm_vocab *v, const char *esc, const struct sym *syms, struct heap *h, int32_t l,
-                     int32_t r)
+static void try_pair(const struct llm_vocab *v, const char *esc, const struct sym *syms, struct heap *h,
+                     int32_t l, int32_t r)
 {
     if (l < 0 || r < 0) return;
     uint32_t size = syms[l].n + syms[r].n;
@@ -80,7 +80,7 @@ static void try_pair(const struct llm_vocab *v, const char *esc, const struct sy
 int llm_spm_tokenize(const struct llm_vocab *v, const char *text, size_t len, bool space_prefix,
                      struct llm_tok_sink *sink)
 {
-    /* Escaped length is at most 3 bytes per input byte plus the prefix; each character is at least one byte. */
+    /* Escaped length: at most 3 bytes per input byte plus the prefix; each character is at least a byte. */
     size_t cap;
     if (core_mul_overflow(len, 3, &cap) || core_add_overflow(cap, 3, &cap) || cap > INT32_MAX)
         return BANTER_ERR_NOMEM;
@@ -110,13 +110,15 @@ int llm_spm_tokenize(const struct llm_vocab *v, const char *text, size_t len, bo
     for (size_t off = 0; off < n_esc;) {
         size_t k = llm_utf8_len((unsigned char)esc[off]);
         if (k > n_esc - off) k = n_esc - off;
-        syms[n_syms] = (struct sym){(uint32_t)off, (uint32_t)k, n_syms - 1, off + k == n_esc ? -1 : n_syms + 1};
+        syms[n_syms] =
+            (struct sym){(uint32_t)off, (uint32_t)k, n_syms - 1, off + k == n_esc ? -1 : n_syms + 1};
         n_syms++;
         off += k;
     }
 
     struct heap h = {heap_mem, 0};
-    for (int32_t i = 1; i < n_syms; i++) try_pair(v, esc, syms, &h, i - 1, i);
+    for (int32_t i = 1; i < n_syms; i++)
+        try_pair(v, esc, syms, &h, i - 1, i);
     while (h.n > 0) {
         struct bigram b = heap_pop(&h);
         struct sym *l = &syms[b.left], *r = &syms[b.right];
@@ -138,9 +140,11 @@ int llm_spm_tokenize(const struct llm_vocab *v, const char *text, size_t len, bo
         }
         /* A character that is no token is spelled in byte tokens; without them it is one unknown token. */
         bool have_bytes = true;
-        for (uint32_t j = 0; j < syms[i].n; j++) have_bytes = have_bytes && v->byte_tok[(unsigned char)s[j]] >= 0;
+        for (uint32_t j = 0; j < syms[i].n; j++)
+            have_bytes = have_bytes && v->byte_tok[(unsigned char)s[j]] >= 0;
         if (have_bytes) {
-            for (uint32_t j = 0; j < syms[i].n; j++) llm_sink_push(sink, v->byte_tok[(unsigned char)s[j]]);
+            for (uint32_t j = 0; j < syms[i].n; j++)
+                llm_sink_push(sink, v->byte_tok[(unsigned char)s[j]]);
         } else if (v->unk >= 0) {
             llm_sink_push(sink, v->unk);
         }
