@@ -203,6 +203,9 @@ BANTER_API void banter_context_close(banter_context *c);
 /* The message of the context's last error. Owned by the context, valid until its next call. */
 BANTER_API const char *banter_context_error(const banter_context *c);
 
+/* Positions per sequence (the n_ctx the context was opened with, defaults resolved). */
+BANTER_API int banter_context_n_ctx(const banter_context *c);
+
 /* Bytes held by the context (KV caches plus scratch). */
 BANTER_API size_t banter_context_bytes(const banter_context *c);
 

@@ -94,31 +94,57 @@ static bool push_msg(struct chat_state *st, const char *role, const char *conten
     return true;
 }
 
-/* One user turn: render, tokenize, reuse the cached prefix, generate. Returns 0 or an exit code. */
-static int turn(struct chat_state *st, const char *user_text, int max_tokens, bool stats)
+/* Renders the conversation with the model's chat format and tokenizes it into st->toks. */
+static int render_tokens(struct chat_state *st, size_t *n_tok)
 {
-    if (!push_msg(st, "user", user_text)) return 1;
     long need = banter_chat_render(st->model, st->msgs, st->n_msgs, true, NULL, 0);
     if (need < 0) return 1;
     char *prompt = malloc((size_t)need + 1);
     if (!prompt) return 1;
     banter_chat_render(st->model, st->msgs, st->n_msgs, true, prompt, (size_t)need + 1);
-    size_t n_tok = 0;
-    banter_status rc = banter_tokenize(st->model, prompt, (size_t)need, true, true, st->toks, st->toks_cap, &n_tok);
-    if (rc != BANTER_OK && n_tok > st->toks_cap) {
-        banter_token *t = realloc(st->toks, n_tok * sizeof *t);
+    banter_status rc = banter_tokenize(st->model, prompt, (size_t)need, true, true, st->toks, st->toks_cap, n_tok);
+    if (rc != BANTER_OK && *n_tok > st->toks_cap) {
+        banter_token *t = realloc(st->toks, *n_tok * sizeof *t);
         if (!t) {
             free(prompt);
             return 1;
         }
         st->toks = t;
-        st->toks_cap = n_tok;
-        rc = banter_tokenize(st->model, prompt, (size_t)need, true, true, st->toks, st->toks_cap, &n_tok);
+        st->toks_cap = *n_tok;
+        rc = banter_tokenize(st->model, prompt, (size_t)need, true, true, st->toks, st->toks_cap, n_tok);
     }
     free(prompt);
     if (rc != BANTER_OK) {
         fprintf(stderr, "banter: could not tokenize the conversation: %s\n", banter_status_str(rc));
         return 1;
+    }
+    return 0;
+}
+
+/* One user turn: render, tokenize, reuse the cached prefix, generate. Returns 0 or an exit code. */
+static int turn(struct chat_state *st, const char *user_text, int max_tokens, bool stats)
+{
+    if (!push_msg(st, "user", user_text)) return 1;
+    size_t n_tok = 0;
+    banter_status rc;
+    for (;;) {
+        if (render_tokens(st, &n_tok) != 0) return 1;
+        /* Room for the reply: when the conversation no longer fits, drop the oldest exchange (the system prompt
+         * stays). The cache then re-prefills from the first changed token. */
+        if ((long)n_tok + max_tokens <= banter_context_n_ctx(st->ctx)) break;
+        size_t first = st->n_msgs && !strcmp(st->msgs[0].role, "system") ? 1 : 0;
+        if (st->n_msgs - first <= 1) {
+            if ((long)n_tok < banter_context_n_ctx(st->ctx)) break; /* the reply gets what room is left */
+            fprintf(stderr, "banter: the message (%zu tokens) does not fit the context of %d positions\n", n_tok,
+                    banter_context_n_ctx(st->ctx));
+            free((char *)st->msgs[--st->n_msgs].content);
+            return 0;
+        }
+        size_t drop = st->n_msgs - first >= 3 ? 2 : 1;
+        for (size_t i = first; i < first + drop; i++) free((char *)st->msgs[i].content);
+        memmove(st->msgs + first, st->msgs + first + drop, (st->n_msgs - first - drop) * sizeof *st->msgs);
+        st->n_msgs -= drop;
+        fprintf(stderr, "banter: context full; dropped the oldest exchange\n");
     }
     /* Keep the longest prefix the cache already holds; feed only the rest. */
     size_t keep = 0;

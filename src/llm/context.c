@@ -185,6 +185,11 @@ BANTER_API const char *banter_context_error(const banter_context *c)
     return c ? c->err : "no context";
 }
 
+BANTER_API int banter_context_n_ctx(const banter_context *c)
+{
+    return c ? c->n_ctx : 0;
+}
+
 BANTER_API size_t banter_context_bytes(const banter_context *c)
 {
     return c ? c->n_bytes : 0;
