@@ -4,8 +4,9 @@
  *
  * Decoding follows the reference tokenizers (llama.cpp's unicode_cpt_from_utf8) rather than strict UTF-8: a
  * lead byte announces the sequence length and the continuation bytes must be 10xxxxxx, but overlong forms and
- * surrogates are accepted. A byte that cannot start a sequence (or starts a truncated one) decodes as U+FFFD
- * and consumes one byte, so every input decodes deterministically and tokenizes like the reference does.
+ * surrogates are accepted. A byte that cannot start a sequence (or starts a truncated one, or one beyond
+ * U+10FFFF) decodes as U+FFFD and consumes one byte, so every input decodes deterministically and tokenizes
+ * like the reference does.
  *
  * The class tables are generated from UnicodeData.txt (Unicode 15.0) by scripts/gen_unicode_tables.py.
  */
