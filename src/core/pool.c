@@ -42,6 +42,15 @@ static inline void cpu_relax(void)
     __builtin_ia32_pause();
 }
 
+/* Waiting loops spin briefly (the other threads are usually microseconds away), then yield the core: when the
+ * machine is oversubscribed (tests running in parallel, a busy server), a thread we wait for may be descheduled,
+ * and spinning would only steal its time. */
+static inline void wait_step(int *spins)
+{
+    if (++*spins < 4096) cpu_relax();
+    else sched_yield();
+}
+
 static void *worker_main(void *varg)
 {
     struct pool *p = ((struct worker_arg *)varg)->p;
@@ -138,7 +147,8 @@ void pool_run(struct pool *p, pool_fn fn, void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n - 1) cpu_relax();
+    int spins = 0;
+    while (atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n - 1) wait_step(&spins);
 }
 
 void pool_barrier(struct pool *p)
@@ -149,6 +159,7 @@ void pool_barrier(struct pool *p)
         atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
         atomic_store_explicit(&p->bar_sense, !sense, memory_order_release);
     } else {
-        while (atomic_load_explicit(&p->bar_sense, memory_order_acquire) == sense) cpu_relax();
+        int spins = 0;
+        while (atomic_load_explicit(&p->bar_sense, memory_order_acquire) == sense) wait_step(&spins);
     }
 }
