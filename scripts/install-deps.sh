@@ -16,7 +16,17 @@ set -euo pipefail
 #   llvm                llvm-symbolizer, so sanitizer reports show file:line
 #   valgrind            memory checking and instruction counts for benchmarks
 #   git                 the source is a git repository; the version string reads it
-PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev llvm valgrind git)
+#   libsndfile1-dev     WAV, FLAC and Ogg audio files
+#   libspeexdsp-dev     resampling between the client's rate and the pipeline's 16 kHz
+#   libpocketsphinx-dev, libsphinxbase-dev, pocketsphinx-en-us
+#                       the built-in speech recognizer and its US English model
+#   pocketsphinx-testdata  real recorded speech with transcripts, for the recognition tests
+#   flite1-dev          the default assistant voice (cmu_us_slt) and the test speaker (slt, kal16)
+#   libespeak-ng-dev    the alternative synthesizer (many languages, very low latency)
+#   python3             small checks in the command-line tests
+PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev llvm valgrind git
+    libsndfile1-dev libspeexdsp-dev libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
+    flite1-dev libespeak-ng-dev python3)
 
 say() { printf '[install-deps] %s\n' "$*"; }
 
