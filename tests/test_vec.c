@@ -53,6 +53,22 @@ static void check_level(enum core_cpu_level level)
         vec_silu_mul_f32(g, u, n);
         for (int i = 0; i < n; i++) CHECK_NEAR(g[i], silu_ref(gs[i]) * u[i], 2e-6 * (fabs(gs[i] * u[i]) + 1));
     }
+    /* Attention helpers: scores over strided keys, weighted sums over strided values. */
+    static float kv[40 * 300], sc[40], out[300], ref_out[300];
+    for (int i = 0; i < 40 * 300; i++) kv[i] = frand(1);
+    for (int d = 1; d <= 290; d += 17) {
+        for (int n = 1; n <= 40; n += 13) {
+            vec_scores_f32(a, kv, 300, n, d, 0.125f, sc);
+            for (int j = 0; j < n; j++) {
+                double r = 0;
+                for (int i = 0; i < d; i++) r += (double)a[i] * kv[j * 300 + i];
+                CHECK_NEAR(sc[j], 0.125 * r, 1e-5 * d);
+            }
+            vec_wsum_f32(kv, 300, sc, n, d, out);
+            vec_wsum_f32_ref(kv, 300, sc, n, d, ref_out);
+            for (int i = 0; i < d; i++) CHECK_NEAR(out[i], ref_out[i], 1e-5 * n);
+        }
+    }
     /* Extremes saturate instead of producing NaN or Inf. */
     float big[16] = {1e30f, -1e30f, 100.0f, -100.0f, 88.0f, -88.0f, 0.0f, -0.0f,
                      1e30f, -1e30f, 100.0f, -100.0f, 88.0f, -88.0f, 0.0f, -0.0f};

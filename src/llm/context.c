@@ -121,7 +121,8 @@ BANTER_API banter_status banter_context_open(const banter_model *m, const banter
     c->o = scratch(c, (size_t)B * hp->n_embd);
     c->g = scratch(c, (size_t)B * hp->n_ff);
     c->u = scratch(c, (size_t)B * hp->n_ff);
-    c->scores = scratch(c, (size_t)pool_n_threads(c->pool) * (size_t)(c->n_ctx + 16));
+    c->scores_stride = c->n_ctx + hp->head_dim + 16;
+    c->scores = scratch(c, (size_t)pool_n_threads(c->pool) * (size_t)c->scores_stride);
     c->logits = scratch(c, (size_t)c->n_outputs * hp->n_vocab);
     c->rope_cos = scratch(c, (size_t)B * half);
     c->rope_sin = scratch(c, (size_t)B * half);

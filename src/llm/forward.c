@@ -126,7 +126,7 @@ static void attention(struct fwd *f, int il, int ith, int nth)
     int cap = c->cap[il];
     bool ring = cap < c->n_ctx;
     bool swa = hp->swa_layer[il] && hp->n_swa > 0;
-    float *scores = c->scores + (size_t)ith * (size_t)(c->n_ctx + 16);
+    float *scores = c->scores + (size_t)ith * (size_t)c->scores_stride;
     for (int pair = ith; pair < f->n * hp->n_head; pair += nth) {
         int i = pair / hp->n_head, h = pair % hp->n_head, kh = h / group;
         const banter_batch_entry *e = &f->e[i];
@@ -137,24 +137,27 @@ static void attention(struct fwd *f, int il, int ith, int nth)
         int n_keys = p - lo + 1;
         const float *K = s->k[il] + (size_t)kh * hd, *V = s->v[il] + (size_t)kh * hd;
         const float *qv = c->q + (size_t)i * q_row + (size_t)h * hd;
+        float *out = c->att + (size_t)i * q_row + (size_t)h * hd;
+        /* Keys lo..p sit in at most two contiguous runs of cache rows (one when the ring does not wrap). */
+        int r0 = ring ? lo % cap : lo;
+        int run1 = ring && r0 + n_keys > cap ? cap - r0 : n_keys;
+        vec_scores_f32(qv, K + (size_t)r0 * kv_row, kv_row, run1, hd, hp->attn_scale, scores);
+        if (run1 < n_keys) vec_scores_f32(qv, K, kv_row, n_keys - run1, hd, hp->attn_scale, scores + run1);
         float mx = -INFINITY;
-        for (int j = 0; j < n_keys; j++) {
-            int pos = lo + j;
-            float d = vec_dot_f32(qv, K + (size_t)(ring ? pos % cap : pos) * kv_row, hd) * hp->attn_scale;
-            scores[j] = d;
-            if (d > mx) mx = d;
-        }
+        for (int j = 0; j < n_keys; j++)
+            if (scores[j] > mx) mx = scores[j];
         float sum = 0;
         for (int j = 0; j < n_keys; j++) {
             scores[j] = expf(scores[j] - mx);
             sum += scores[j];
         }
         float inv = 1.0f / sum;
-        float *out = c->att + (size_t)i * q_row + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int j = 0; j < n_keys; j++) {
-            int pos = lo + j;
-            vec_axpy_f32(out, V + (size_t)(ring ? pos % cap : pos) * kv_row, scores[j] * inv, hd);
+        for (int j = 0; j < n_keys; j++) scores[j] *= inv;
+        vec_wsum_f32(V + (size_t)r0 * kv_row, kv_row, scores, run1, hd, out);
+        if (run1 < n_keys) {
+            float *tmp = scores + n_keys; /* scores_stride leaves a head's room after n_ctx scores */
+            vec_wsum_f32(V, kv_row, scores + run1, n_keys - run1, hd, tmp);
+            for (int t = 0; t < hd; t++) out[t] += tmp[t];
         }
     }
 }

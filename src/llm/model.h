@@ -107,7 +107,8 @@ struct banter_context {
     float *att;     /* [n_batch][n_head*head_dim] */
     float *o;       /* [n_batch][n_embd] */
     float *g, *u;   /* [n_batch][n_ff] */
-    float *scores;  /* [n_threads][n_ctx] */
+    float *scores;  /* [n_threads][scores_stride]: attention weights plus a head of scratch */
+    int scores_stride;
     void *actq;     /* quantized activations: 3 buffers of act_stride bytes (one per activation format) */
     size_t act_stride;
     float *logits;  /* [n_outputs][n_vocab] */

@@ -73,3 +73,32 @@ void vec_silu_mul_f32(float *g, const float *u, int n)
     default: vec_silu_mul_f32_ref(g, u, n);
     }
 }
+
+void vec_scores_f32_ref(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out)
+{
+    for (int j = 0; j < n_keys; j++) out[j] = scale * vec_dot_f32_ref(q, k + (size_t)j * stride, d);
+}
+
+void vec_wsum_f32_ref(const float *v, int stride, const float *w, int n, int d, float *out)
+{
+    for (int i = 0; i < d; i++) out[i] = 0;
+    for (int j = 0; j < n; j++) vec_axpy_f32_ref(out, v + (size_t)j * stride, w[j], d);
+}
+
+void vec_scores_f32(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out)
+{
+    switch (core_cpu_level()) {
+    case CORE_CPU_AVX512: vec_scores_f32_avx512(q, k, stride, n_keys, d, scale, out); break;
+    case CORE_CPU_AVX2: vec_scores_f32_avx2(q, k, stride, n_keys, d, scale, out); break;
+    default: vec_scores_f32_ref(q, k, stride, n_keys, d, scale, out);
+    }
+}
+
+void vec_wsum_f32(const float *v, int stride, const float *w, int n, int d, float *out)
+{
+    switch (core_cpu_level()) {
+    case CORE_CPU_AVX512: vec_wsum_f32_avx512(v, stride, w, n, d, out); break;
+    case CORE_CPU_AVX2: vec_wsum_f32_avx2(v, stride, w, n, d, out); break;
+    default: vec_wsum_f32_ref(v, stride, w, n, d, out);
+    }
+}

@@ -15,7 +15,15 @@ void vec_gelu_mul_f32(float *g, const float *u, int n);
 /* g[i] = silu(g[i]) * u[i]  (the SwiGLU gate) */
 void vec_silu_mul_f32(float *g, const float *u, int n);
 
+/* out[j] = scale * dot(q, k + j*stride) for j < n_keys: the attention scores of one query against a run of cached
+ * keys (rows `stride` floats apart). */
+void vec_scores_f32(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out);
+/* out[i] = sum_j w[j] * v[j*stride + i] for i < d: the attention-weighted sum of cached values. */
+void vec_wsum_f32(const float *v, int stride, const float *w, int n, int d, float *out);
+
 /* Scalar versions, the reference for tests. */
+void vec_scores_f32_ref(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out);
+void vec_wsum_f32_ref(const float *v, int stride, const float *w, int n, int d, float *out);
 float vec_dot_f32_ref(const float *a, const float *b, int n);
 void vec_axpy_f32_ref(float *y, const float *x, float alpha, int n);
 void vec_gelu_mul_f32_ref(float *g, const float *u, int n);
@@ -26,9 +34,13 @@ float vec_dot_f32_avx2(const float *a, const float *b, int n);
 void vec_axpy_f32_avx2(float *y, const float *x, float alpha, int n);
 void vec_gelu_mul_f32_avx2(float *g, const float *u, int n);
 void vec_silu_mul_f32_avx2(float *g, const float *u, int n);
+void vec_scores_f32_avx2(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out);
+void vec_wsum_f32_avx2(const float *v, int stride, const float *w, int n, int d, float *out);
 float vec_dot_f32_avx512(const float *a, const float *b, int n);
 void vec_axpy_f32_avx512(float *y, const float *x, float alpha, int n);
 void vec_gelu_mul_f32_avx512(float *g, const float *u, int n);
 void vec_silu_mul_f32_avx512(float *g, const float *u, int n);
+void vec_scores_f32_avx512(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out);
+void vec_wsum_f32_avx512(const float *v, int stride, const float *w, int n, int d, float *out);
 
 #endif

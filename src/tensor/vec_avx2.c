@@ -82,3 +82,40 @@ void vec_silu_mul_f32_avx2(float *g, const float *u, int n)
     }
     if (i < n) vec_silu_mul_f32_ref(g + i, u + i, n - i);
 }
+
+void vec_scores_f32_avx2(const float *q, const float *k, int stride, int n_keys, int d, float scale, float *out)
+{
+    for (int j = 0; j < n_keys; j++) out[j] = scale * vec_dot_f32_avx2(q, k + (size_t)j * stride, d);
+}
+
+/* Accumulates in registers, 4 registers (4*W values of the output) at a time over all n value rows, so each
+ * output element is stored once. */
+void vec_wsum_f32_avx2(const float *v, int stride, const float *w, int n, int d, float *out)
+{
+    int i = 0;
+    for (; i + 4 * W <= d; i += 4 * W) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int j = 0; j < n; j++) {
+            const float *r = v + (size_t)j * stride + i;
+            __m256 wj = _mm256_set1_ps(w[j]);
+            a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r), a0);
+            a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + W), a1);
+            a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 2 * W), a2);
+            a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 3 * W), a3);
+        }
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + W, a1);
+        _mm256_storeu_ps(out + i + 2 * W, a2);
+        _mm256_storeu_ps(out + i + 3 * W, a3);
+    }
+    for (; i + W <= d; i += W) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int j = 0; j < n; j++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(v + (size_t)j * stride + i), a0);
+        _mm256_storeu_ps(out + i, a0);
+    }
+    for (; i < d; i++) {
+        float a = 0;
+        for (int j = 0; j < n; j++) a += w[j] * v[(size_t)j * stride + i];
+        out[i] = a;
+    }
+}
