@@ -457,6 +457,35 @@ static void test_matmul_rows(void)
     }
 }
 
+/* Long rows and many tokens: the batched kernels split the tokens into several chunks here, and fall back to
+ * the tile kernels for rows too long for their stack buffers. */
+static void test_matmul_long_rows(void)
+{
+    static const uint32_t types[] = {TENSOR_Q8_0, TENSOR_Q4_0, TENSOR_Q4_K, TENSOR_Q6_K};
+    static const int64_t cols[] = {2048, 8448};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
+        for (int c = 0; c < 2; c++) {
+            struct mm_case mc;
+            enum { ROWS = 19, TOK = 37 };
+            mm_case_init(&mc, types[k], ROWS, cols[c], TOK);
+            float *y = malloc(ROWS * TOK * sizeof(float));
+            tensor_matmul_rows(&mc.w, mc.xq, TOK, y, ROWS, 0, ROWS);
+            int bad = 0;
+            for (int t = 0; t < TOK; t++)
+                for (int r = 0; r < ROWS; r++) {
+                    float ref = tensor_vec_dot_ref(types[k], cols[c], mc.wdata + (size_t)r * mc.w.row_bytes,
+                                                   (uint8_t *)mc.xq + t * mc.xs);
+                    double mag;
+                    dot64(&mc, r, t, &mag);
+                    bad += !(fabs(y[t * ROWS + r] - ref) <= 1e-5 * mag);
+                }
+            if (bad) fprintf(stderr, "long rows %s n_cols %lld: %d bad\n", tensor_type_name(types[k]), (long long)cols[c], bad);
+            CHECK_INT_EQ(bad, 0);
+            free(y);
+            mm_case_free(&mc);
+        }
+}
+
 static void test_matmul_pool(void)
 {
     struct pool *pool = pool_open(2);
@@ -504,6 +533,7 @@ int main(void)
     test_act_convert_levels();
     test_vec_dot();
     test_matmul_rows();
+    test_matmul_long_rows();
     test_matmul_pool();
     return test_finish("test_tensor");
 }

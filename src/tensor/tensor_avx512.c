@@ -44,6 +44,16 @@ static ALWAYS_INLINE float f16(const uint8_t *p)
 
 /* One tile: R weight rows from w (rows wrb bytes apart) times T activation rows from x (xrb apart); results go
  * to y[t*ys + r]. nb is the number of blocks per row. */
+/* Weights are prefetched this many bytes ahead of the rows being multiplied. A decode step streams hundreds of
+ * MB once, and the hardware prefetchers alone leave a single thread at about half of the memory bandwidth; with
+ * the software prefetch one thread gets about 3/4 of it and two threads all of it (Zen 5, 4 KiB pages). */
+#define PF_DIST 8192
+
+static ALWAYS_INLINE void prefetch(const uint8_t *p)
+{
+    _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
+}
+
 struct tile {
     const uint8_t *w;
     size_t wrb;
@@ -128,6 +138,7 @@ static ALWAYS_INLINE void q80_step(const struct tile *a, int R, int T, int q4, i
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * bs;
+        prefetch(p);
         wv[r] = q4 ? q4_pair(p, one) : _mm512_xor_si512(q8_pair(p, bs, one), _mm512_set1_epi8((char)0x80));
         wd[r] = d_pair(p, bs, one);
     }
@@ -233,16 +244,20 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
     for (int64_t i = 0; i < a->nb; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
+            const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * 144;
+            prefetch(p);
+            prefetch(p + 64);
+            prefetch(p + 128);
             struct q4k_w u;
-            q4k_unpack(a->w + (size_t)r * a->wrb + (size_t)i * 144, &u);
+            q4k_unpack(p, &u);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const uint8_t *x = a->x + (size_t)t * a->xrb + (size_t)i * 292;
                 __m512i s = _mm512_setzero_si512();
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    __m512i p = _mm512_maddubs_epi16(u.q[j], _mm512_loadu_si512((const void *)(x + 4 + 64 * j)));
-                    s = _mm512_dpwssd_epi32(s, p, u.sc[j]);
+                    __m512i pr = _mm512_maddubs_epi16(u.q[j], _mm512_loadu_si512((const void *)(x + 4 + 64 * j)));
+                    s = _mm512_dpwssd_epi32(s, pr, u.sc[j]);
                 }
                 __m256i m = _mm256_madd_epi16(u.mins, _mm256_loadu_si256((const __m256i *)(x + 260)));
                 float dx = ld32f(x);
@@ -310,8 +325,13 @@ static ALWAYS_INLINE void q6k_tile(const struct tile *a, int R, int T)
     for (int64_t i = 0; i < a->nb; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
+            const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * 210;
+            prefetch(p);
+            prefetch(p + 64);
+            prefetch(p + 128);
+            prefetch(p + 192);
             struct q6k_w u;
-            q6k_unpack(a->w + (size_t)r * a->wrb + (size_t)i * 210, &u);
+            q6k_unpack(p, &u);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) {
                 const uint8_t *x = a->x + (size_t)t * a->xrb + (size_t)i * 292;
@@ -319,8 +339,8 @@ static ALWAYS_INLINE void q6k_tile(const struct tile *a, int R, int T)
                 __m512i s = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5)));
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    __m512i p = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512((const void *)(x + 4 + 64 * k)));
-                    s = _mm512_dpwssd_epi32(s, p, u.sc[k]);
+                    __m512i pr = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512((const void *)(x + 4 + 64 * k)));
+                    s = _mm512_dpwssd_epi32(s, pr, u.sc[k]);
                 }
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(u.d * ld32f(x)), acc[r][t]);
             }
@@ -350,7 +370,11 @@ static ALWAYS_INLINE void flt_step(const struct tile *a, int R, int T, int kind,
     const size_t es = kind == 0 ? 4 : 2;
     __m512 wv[4];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) wv[r] = wload(a->w + (size_t)r * a->wrb + (size_t)i * es, kind, m);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * es;
+        if (kind == 0 || (i & 31) == 0) prefetch(p); /* one prefetch per 64 bytes of each row */
+        wv[r] = wload(p, kind, m);
+    }
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         __m512 xv = _mm512_maskz_loadu_ps(m, a->x + (size_t)t * a->xrb + (size_t)i * 4);
@@ -390,6 +414,164 @@ INST_ALL(f16)
 INST_ALL(bf16)
 
 /* ------------------------------------------------------------------------------------------------------------
+ * Batched Q8_0 and Q4_0: activations interleaved across tokens.
+ *
+ * For n_tok >= XI_MIN_TOK (below it the lanes of a group would mostly be padding) the activations are first rearranged in groups of 16 tokens so that one register
+ * holds the same 4 quants of 16 tokens (lane t = token t), stored as x + 128 (unsigned). A weight row then
+ * multiplies all 16 tokens at once: each 4-byte piece of the weight block is broadcast and fed to vpdpbusd
+ * against the group, 8 instructions per block, and the int32 lanes are already per-token dot products, so
+ * there is no horizontal reduction and only one float multiply-add per block for 16 tokens (against four
+ * integer and float operations per pair of blocks and token in the tile kernels). The +128 bias adds
+ * 128 * sum(w) to every lane; that sum is computed once per weight block and row tile and starts the
+ * accumulator. Padding lanes of a partial group hold x = 0 and a zero scale.
+ *
+ * Group layout, per block b: 8 x 64 bytes of quants (register j: bytes 4j..4j+3 of the block, for each token),
+ * then 16 float scales. Everything lives on the stack (about 180 KB at most): one group needs 576 bytes per
+ * block, and as many groups as fit in XI_STACK are prepared before the weights are swept, so a weight row is
+ * read once per chunk of tokens. Rows are taken 8 at a time (8 independent accumulation chains per block).
+ * Measured on Zen 5: 1.6-2x the tile kernel from 16 tokens up (about 160-220 GMAC/s per core).
+ */
+#define XI_MIN_TOK 12
+#define XI_STACK (96 * 1024)
+#define XI_R 8
+#define XI_MAX_COLS 8192
+
+/* acc += u8(a) * s8(the 4 bytes at p, in every lane). Written in assembly because compilers load the broadcast
+ * separately, and on Zen 5 the fused form halves the load-port pressure, which is what limits this kernel. */
+static ALWAYS_INLINE __m512i dpbusd_bcst(__m512i acc, __m512i a, const uint8_t *p)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const int32_t *)p));
+    return acc;
+}
+
+static void xi_build(const uint8_t *xq, size_t xrb, int nt, int64_t nb, uint8_t *g)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i toff = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)xrb));
+    const __mmask16 m = (__mmask16)((1u << nt) - 1);
+    const __m512i bias = _mm512_set1_epi32((int)0x80808080u);
+    for (int64_t b = 0; b < nb; b++, g += 576) {
+        const uint8_t *base = xq + (size_t)b * 34;
+        for (int j = 0; j < 8; j++) {
+            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, toff, base + 2 + 4 * j, 1);
+            _mm512_store_si512((void *)(g + 64 * j), _mm512_xor_si512(v, bias));
+        }
+        __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, toff, base, 1);
+        _mm512_store_ps((void *)(g + 512), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
+    }
+}
+
+/* R weight rows (int8 quants at w, rows wrs bytes apart, blocks wbs apart) times one group; dw and corr hold
+ * each row's block scales and -128 * block sums, nb per row. */
+static ALWAYS_INLINE void xi_kernel(int R, const uint8_t *w, size_t wrs, size_t wbs, const float *dw,
+                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys, int nt)
+{
+    __m512 acc[XI_R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, g += 576) {
+        __m512i xv[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) xv[j] = _mm512_load_si512((const void *)(g + 64 * j));
+        __m512 xd = _mm512_load_ps((const void *)(g + 512));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = w + (size_t)r * wrs + (size_t)b * wbs;
+            /* One chain per row; the 8 rows give the 8 independent chains that hide vpdpbusd's latency. */
+            __m512i s0 = _mm512_set1_epi32(corr[r * nb + b]);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) s0 = dpbusd_bcst(s0, xv[j], p + 4 * j);
+            __m512 f = _mm512_cvtepi32_ps(s0);
+            acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(xd, _mm512_set1_ps(dw[r * nb + b])), acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        float v[16];
+        _mm512_storeu_ps(v, acc[r]);
+        for (int t = 0; t < nt; t++) y[(size_t)t * ys + (size_t)r] = v[t];
+    }
+}
+
+#define XI_INST(R)                                                                                                \
+    static void xi_kernel_##R(const uint8_t *w, size_t wrs, size_t wbs, const float *dw, const int32_t *corr,     \
+                              const uint8_t *g, int64_t nb, float *y, size_t ys, int nt)                          \
+    {                                                                                                             \
+        xi_kernel(R, w, wrs, wbs, dw, corr, g, nb, y, ys, nt);                                                    \
+    }
+XI_INST(1)
+XI_INST(2)
+XI_INST(3)
+XI_INST(4)
+XI_INST(5)
+XI_INST(6)
+XI_INST(7)
+XI_INST(8)
+
+typedef void (*xi_fn)(const uint8_t *, size_t, size_t, const float *, const int32_t *, const uint8_t *, int64_t,
+                      float *, size_t, int);
+
+/* Sum of 32 signed bytes. */
+static ALWAYS_INLINE int32_t sum32(__m256i v)
+{
+    __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
+    return (int32_t)_mm_cvtsi128_si32(h) - 32 * 128;
+}
+
+static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, float *y, size_t ys, int64_t r0,
+                      int64_t r1)
+{
+    static const xi_fn fns[XI_R] = {xi_kernel_1, xi_kernel_2, xi_kernel_3, xi_kernel_4,
+                                    xi_kernel_5, xi_kernel_6, xi_kernel_7, xi_kernel_8};
+    const int q4 = w->type == TENSOR_Q4_0;
+    const int64_t nb = w->n_cols / 32;
+    const size_t xrb = (size_t)nb * 34, gbytes = (size_t)nb * 576;
+    if (w->n_cols > XI_MAX_COLS || gbytes > XI_STACK) return false;
+    _Alignas(64) uint8_t groups[XI_STACK];
+    _Alignas(64) int8_t unpacked[XI_R * XI_MAX_COLS]; /* Q4_0 rows as signed bytes */
+    float dw[XI_R * XI_MAX_COLS / 32];
+    int32_t corr[XI_R * XI_MAX_COLS / 32];
+    const int max_groups = (int)(XI_STACK / gbytes);
+    for (int t0 = 0; t0 < n_tok; t0 += 16 * max_groups) {
+        int n_groups = 0;
+        for (int t = t0; t < n_tok && n_groups < max_groups; t += 16, n_groups++)
+            xi_build(xq + (size_t)t * xrb, xrb, n_tok - t < 16 ? n_tok - t : 16, nb, groups + n_groups * gbytes);
+        for (int64_t r = r0; r < r1; r += XI_R) {
+            int nr = r1 - r < XI_R ? (int)(r1 - r) : XI_R;
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int i = 0; i < nr; i++) {
+                const uint8_t *row = wr + (size_t)i * w->row_bytes;
+                for (int64_t b = 0; b < nb; b++) {
+                    __m256i q;
+                    if (q4) {
+                        const uint8_t *p = row + (size_t)b * 18;
+                        __m128i v = _mm_loadu_si128((const __m128i *)(p + 2));
+                        q = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+                        q = _mm256_sub_epi8(_mm256_and_si256(q, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+                        _mm256_store_si256((__m256i *)(unpacked + (size_t)i * w->n_cols + 32 * b), q);
+                        dw[i * nb + b] = f16(p);
+                    } else {
+                        const uint8_t *p = row + (size_t)b * 34;
+                        q = _mm256_loadu_si256((const __m256i *)(p + 2));
+                        dw[i * nb + b] = f16(p);
+                    }
+                    corr[i * nb + b] = -128 * sum32(q);
+                }
+            }
+            const uint8_t *wq = q4 ? (const uint8_t *)unpacked : wr + 2;
+            size_t wrs = q4 ? (size_t)w->n_cols : w->row_bytes, wbs = q4 ? 32 : 34;
+            for (int gi = 0; gi < n_groups; gi++) {
+                int t = t0 + 16 * gi, nt = n_tok - t < 16 ? n_tok - t : 16;
+                fns[nr - 1](wq, wrs, wbs, dw, corr, groups + gi * gbytes, nb, y + (size_t)t * ys + (size_t)r, ys, nt);
+            }
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------------------------
  * Entry points.
  */
 
@@ -400,6 +582,9 @@ bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n
                    t_q6k[4][4] = TABLE(q6k), t_f32[4][4] = TABLE(f32), t_f16[4][4] = TABLE(f16),
                    t_bf16[4][4] = TABLE(bf16);
     int64_t n = w->n_cols;
+    if ((w->type == TENSOR_Q8_0 || w->type == TENSOR_Q4_0) && n_tok >= XI_MIN_TOK &&
+        xi_matmul(w, xq, n_tok, y, y_stride, r0, r1))
+        return true;
     switch (w->type) {
     case TENSOR_Q8_0: drive(t_q80, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32); return true;
     case TENSOR_Q4_0: drive(t_q40, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32); return true;
