@@ -49,6 +49,14 @@ static ALWAYS_INLINE int hsum_i32(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* Weights are prefetched this far ahead of the rows being multiplied (see tensor_avx512.c). */
+#define PF_DIST 8192
+
+static ALWAYS_INLINE void prefetch(const uint8_t *p)
+{
+    _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
+}
+
 struct tile {
     const uint8_t *w;
     size_t wrb;
@@ -121,6 +129,7 @@ static ALWAYS_INLINE void q80_tile_gen(const struct tile *a, int R, int T, int q
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * bs;
+            prefetch(p);
             wd[r] = f16(p);
             if (q4) {
                 __m128i q = _mm_loadu_si128((const __m128i *)(p + 2));
@@ -179,6 +188,9 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
     zero_tile(1, T, acc);
     for (int64_t i = 0; i < a->nb; i++) {
         const uint8_t *b = a->w + (size_t)i * 144;
+        prefetch(b);
+        prefetch(b + 64);
+        prefetch(b + 128);
         float d = f16(b), dmin = f16(b + 2);
         uint32_t s[3], u[4];
         memcpy(s, b + 4, 12);
@@ -227,6 +239,10 @@ static ALWAYS_INLINE void q6k_tile(const struct tile *a, int R, int T)
     zero_tile(1, T, acc);
     for (int64_t i = 0; i < a->nb; i++) {
         const uint8_t *b = a->w + (size_t)i * 210;
+        prefetch(b);
+        prefetch(b + 64);
+        prefetch(b + 128);
+        prefetch(b + 192);
         const int8_t *sc = (const int8_t *)(b + 192);
         float d = f16(b + 208);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
@@ -306,7 +322,11 @@ static ALWAYS_INLINE void flt_tile(const struct tile *a, int R, int T, int kind)
     for (; i + 8 <= n; i += 8) {
         __m256 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = wload(a->w + (size_t)r * a->wrb + (size_t)i * es, kind);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * es;
+            if (kind == 0 || (i & 31) == 0) prefetch(p);
+            wv[r] = wload(p, kind);
+        }
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             __m256 xv = _mm256_loadu_ps((const float *)(a->x + (size_t)t * a->xrb) + i);

@@ -139,6 +139,7 @@ static ALWAYS_INLINE void q80_step(const struct tile *a, int R, int T, int q4, i
     for (int r = 0; r < R; r++) {
         const uint8_t *p = a->w + (size_t)r * a->wrb + (size_t)i * bs;
         prefetch(p);
+        prefetch(p + 64); /* a pair of Q8_0 blocks is 68 bytes */
         wv[r] = q4 ? q4_pair(p, one) : _mm512_xor_si512(q8_pair(p, bs, one), _mm512_set1_epi8((char)0x80));
         wd[r] = d_pair(p, bs, one);
     }
