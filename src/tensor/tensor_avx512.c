@@ -417,155 +417,225 @@ INST_ALL(bf16)
 /* ------------------------------------------------------------------------------------------------------------
  * Batched Q8_0 and Q4_0: activations interleaved across tokens.
  *
- * For n_tok >= XI_MIN_TOK (below it the lanes of a group would mostly be padding) the activations are first rearranged in groups of 16 tokens so that one register
- * holds the same 4 quants of 16 tokens (lane t = token t), stored as x + 128 (unsigned). A weight row then
- * multiplies all 16 tokens at once: each 4-byte piece of the weight block is broadcast and fed to vpdpbusd
- * against the group, 8 instructions per block, and the int32 lanes are already per-token dot products, so
- * there is no horizontal reduction and only one float multiply-add per block for 16 tokens (against four
- * integer and float operations per pair of blocks and token in the tile kernels). The +128 bias adds
- * 128 * sum(w) to every lane; that sum is computed once per weight block and row tile and starts the
- * accumulator. Padding lanes of a partial group hold x = 0 and a zero scale.
+ * For n_tok >= XI_MIN_TOK the activations are first rearranged into groups so that one register holds the same
+ * quants of several tokens, stored as x + 128 (unsigned). A group is 16 tokens with one 4-byte piece per lane
+ * (L = 1), 8 tokens with two (L = 2) or 4 tokens with four (L = 4): lane l belongs to token l / L and holds
+ * bytes 4 * (L * jj + l % L) .. +3 of the block in register jj. A weight row then multiplies the whole group at
+ * once: the matching 4 * L bytes of the weight block are broadcast (32-, 64- or 128-bit) and fed to vpdpbusd
+ * against the group, 8 / L instructions per block. The int32 lanes are per-token partial dot products, so
+ * there is no horizontal reduction inside the loop and only one float multiply-add per block for the group
+ * (against four integer and float operations per pair of blocks and token in the tile kernels); the L lanes of
+ * a token share its scale, so they are added only once at the end. The +128 bias adds 128 * sum(w) to a token;
+ * that sum is computed once per weight block and row tile and starts one lane of each token. Padding lanes hold
+ * x = 0 and a zero scale. Groups of 16 are used while more than 8 tokens remain, then 8, then 4. Below
+ * XI_MIN_TOK tokens the per-row preparation (block sums and scales, xi_prep) is not repaid and the tile
+ * kernels are used.
  *
- * Group layout, per block b: 8 x 64 bytes of quants (register j: bytes 4j..4j+3 of the block, for each token),
- * then 16 float scales. Everything lives on the stack (about 180 KB at most): one group needs 576 bytes per
- * block, and as many groups as fit in XI_STACK are prepared before the weights are swept, so a weight row is
- * read once per chunk of tokens. Rows are taken 8 at a time (8 independent accumulation chains per block).
- * Measured on Zen 5: 1.6-2x the tile kernel from 16 tokens up (about 160-220 GMAC/s per core).
+ * Group layout, per block: 8 / L registers of quants, then 16 float scales (each token's scale in its lanes).
+ * Everything lives on the stack (about 180 KB at most), and as many groups as fit in XI_STACK are prepared
+ * before the weights are swept, so a weight row is read once per chunk of tokens. Rows are taken 8 at a time
+ * (8 independent accumulation chains per block). Measured on Zen 5, one core, Q8_0 2048x640: 135 GMAC/s at
+ * 8 tokens, 150 at 16, 185 from 64 up, against 95-100 for the tile kernel.
  */
-#define XI_MIN_TOK 12
+#define XI_MIN_TOK 6
 #define XI_STACK (96 * 1024)
 #define XI_R 8
 #define XI_MAX_COLS 8192
 
 /* acc += u8(a) * s8(the 4 bytes at p, in every lane). Written in assembly because compilers load the broadcast
- * separately, and on Zen 5 the fused form halves the load-port pressure, which is what limits this kernel. */
+ * separately, and on Zen 5 the fused form relieves the load ports, which limit this kernel. */
 static ALWAYS_INLINE __m512i dpbusd_bcst(__m512i acc, __m512i a, const uint8_t *p)
 {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const int32_t *)p));
     return acc;
 }
 
-static void xi_build(const uint8_t *xq, size_t xrb, int nt, int64_t nb, uint8_t *g)
+static ALWAYS_INLINE size_t xi_block_bytes(int L)
+{
+    return (size_t)(8 / L + 1) * 64;
+}
+
+static int xi_lanes_per_token(int remaining)
+{
+    return remaining > 8 ? 1 : remaining > 4 ? 2 : 4;
+}
+
+static void xi_build(const uint8_t *xq, size_t xrb, int nt, int L, int64_t nb, uint8_t *g)
 {
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i toff = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)xrb));
-    const __mmask16 m = (__mmask16)((1u << nt) - 1);
+    const int shift = L == 1 ? 0 : L == 2 ? 1 : 2;
+    const __m512i tok = _mm512_srli_epi32(lane, (unsigned)shift);
+    const __m512i part = _mm512_and_si512(lane, _mm512_set1_epi32(L - 1));
+    const __m512i toff = _mm512_mullo_epi32(tok, _mm512_set1_epi32((int)xrb));
+    const __m512i qoff = _mm512_add_epi32(toff, _mm512_slli_epi32(part, 2));
+    const __mmask16 m = _mm512_cmplt_epi32_mask(tok, _mm512_set1_epi32(nt));
     const __m512i bias = _mm512_set1_epi32((int)0x80808080u);
-    for (int64_t b = 0; b < nb; b++, g += 576) {
+    const int nreg = 8 / L;
+    for (int64_t b = 0; b < nb; b++, g += xi_block_bytes(L)) {
         const uint8_t *base = xq + (size_t)b * 34;
-        for (int j = 0; j < 8; j++) {
-            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, toff, base + 2 + 4 * j, 1);
-            _mm512_store_si512((void *)(g + 64 * j), _mm512_xor_si512(v, bias));
+        for (int jj = 0; jj < nreg; jj++) {
+            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, qoff, base + 2 + 4 * L * jj, 1);
+            _mm512_store_si512((void *)(g + 64 * jj), _mm512_xor_si512(v, bias));
         }
         __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, toff, base, 1);
-        _mm512_store_ps((void *)(g + 512), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
+        _mm512_store_ps((void *)(g + 64 * nreg), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
     }
 }
 
-/* R weight rows (int8 quants at w, rows wrs bytes apart, blocks wbs apart) times one group; dw and corr hold
- * each row's block scales and -128 * block sums, nb per row. */
-static ALWAYS_INLINE void xi_kernel(int R, const uint8_t *w, size_t wrs, size_t wbs, const float *dw,
+/* R weight rows (int8 quants at w, rows wrs bytes apart, blocks wbs apart) times one group of L lanes per
+ * token; dw and corr hold the rows' block scales and -128 * block sums, [block][8 rows] (xi_prep). */
+static ALWAYS_INLINE void xi_kernel(int L, int R, const uint8_t *w, size_t wrs, size_t wbs, const float *dw,
                                     const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys, int nt)
 {
+    const int nreg = 8 / L;
+    const __mmask16 first = L == 1 ? 0xffff : L == 2 ? 0x5555 : 0x1111; /* one lane per token gets corr */
     __m512 acc[XI_R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, g += 576) {
+    for (int64_t b = 0; b < nb; b++, g += xi_block_bytes(L)) {
         __m512i xv[8];
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) xv[j] = _mm512_load_si512((const void *)(g + 64 * j));
-        __m512 xd = _mm512_load_ps((const void *)(g + 512));
+        for (int jj = 0; jj < nreg; jj++) xv[jj] = _mm512_load_si512((const void *)(g + 64 * jj));
+        __m512 xd = _mm512_load_ps((const void *)(g + 64 * nreg));
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const uint8_t *p = w + (size_t)r * wrs + (size_t)b * wbs;
-            /* One chain per row; the 8 rows give the 8 independent chains that hide vpdpbusd's latency. */
-            __m512i s0 = _mm512_set1_epi32(corr[r * nb + b]);
+            /* One chain per row; the 8 rows give the independent chains that hide vpdpbusd's latency. */
+            __m512i s = _mm512_maskz_set1_epi32(first, corr[8 * b + r]);
 #pragma GCC unroll 8
-            for (int j = 0; j < 8; j++) s0 = dpbusd_bcst(s0, xv[j], p + 4 * j);
-            __m512 f = _mm512_cvtepi32_ps(s0);
-            acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(xd, _mm512_set1_ps(dw[r * nb + b])), acc[r]);
+            for (int jj = 0; jj < nreg; jj++) {
+                const uint8_t *q = p + 4 * L * jj;
+                if (L == 1) {
+                    s = dpbusd_bcst(s, xv[jj], q);
+                } else if (L == 2) {
+                    int64_t v;
+                    memcpy(&v, q, 8);
+                    s = _mm512_dpbusd_epi32(s, xv[jj], _mm512_set1_epi64(v));
+                } else {
+                    s = _mm512_dpbusd_epi32(s, xv[jj], _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q)));
+                }
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(xd, _mm512_set1_ps(dw[8 * b + r])), acc[r]);
         }
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
+        __m512 a = acc[r];
+        if (L >= 2) a = _mm512_add_ps(a, _mm512_permute_ps(a, 0xb1)); /* lanes 2k + 2k+1 */
+        if (L >= 4) a = _mm512_add_ps(a, _mm512_permute_ps(a, 0x4e)); /* lanes 4k .. 4k+3 */
         float v[16];
-        _mm512_storeu_ps(v, acc[r]);
-        for (int t = 0; t < nt; t++) y[(size_t)t * ys + (size_t)r] = v[t];
+        _mm512_storeu_ps(v, a);
+        for (int t = 0; t < nt; t++) y[(size_t)t * ys + (size_t)r] = v[t * L];
     }
 }
-
-#define XI_INST(R)                                                                                                \
-    static void xi_kernel_##R(const uint8_t *w, size_t wrs, size_t wbs, const float *dw, const int32_t *corr,     \
-                              const uint8_t *g, int64_t nb, float *y, size_t ys, int nt)                          \
-    {                                                                                                             \
-        xi_kernel(R, w, wrs, wbs, dw, corr, g, nb, y, ys, nt);                                                    \
-    }
-XI_INST(1)
-XI_INST(2)
-XI_INST(3)
-XI_INST(4)
-XI_INST(5)
-XI_INST(6)
-XI_INST(7)
-XI_INST(8)
 
 typedef void (*xi_fn)(const uint8_t *, size_t, size_t, const float *, const int32_t *, const uint8_t *, int64_t,
                       float *, size_t, int);
 
-/* Sum of 32 signed bytes. */
-static ALWAYS_INLINE int32_t sum32(__m256i v)
+#define XI_INST(L, R)                                                                                             \
+    static void xi_kernel_##L##_##R(const uint8_t *w, size_t wrs, size_t wbs, const float *dw,                    \
+                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys,       \
+                                    int nt)                                                                       \
+    {                                                                                                             \
+        xi_kernel(L, R, w, wrs, wbs, dw, corr, g, nb, y, ys, nt);                                                 \
+    }
+#define XI_INST_L(L)                                                                                              \
+    XI_INST(L, 1) XI_INST(L, 2) XI_INST(L, 3) XI_INST(L, 4) XI_INST(L, 5) XI_INST(L, 6) XI_INST(L, 7) XI_INST(L, 8)
+#define XI_ROW(L)                                                                                                 \
+    {xi_kernel_##L##_1, xi_kernel_##L##_2, xi_kernel_##L##_3, xi_kernel_##L##_4,                                  \
+     xi_kernel_##L##_5, xi_kernel_##L##_6, xi_kernel_##L##_7, xi_kernel_##L##_8}
+XI_INST_L(1)
+XI_INST_L(2)
+XI_INST_L(4)
+
+/* The block scales and -128 * block sums of nr <= 8 rows, stored [block][row] so that a kernel step finds
+ * its 8 rows together. The quants are at wq (rows wrs bytes apart, blocks wbs apart) and the f16 scales at wd
+ * (rows row_bytes apart, blocks bs apart). The sums of 8 rows are computed together: 4 registers of 2 rows,
+ * vpdpbusd by 128, then a transposing reduction, about 3 operations per row and block. */
+static void xi_prep(const uint8_t *wq, size_t wrs, size_t wbs, const uint8_t *wd, size_t row_bytes, size_t bs,
+                    int nr, int64_t nb, float *dw, int32_t *corr)
 {
-    __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256());
-    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
-    return (int32_t)_mm_cvtsi128_si32(h) - 32 * 128;
+    const __m512i c128 = _mm512_set1_epi8((char)0x80);
+    const __m512i perm = _mm512_set_epi32(15, 15, 15, 15, 15, 15, 15, 15, 11, 3, 10, 2, 9, 1, 8, 0);
+    const __m256i ridx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes));
+    const __mmask8 rmask = (__mmask8)((1u << nr) - 1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i z[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            __m256i lo = 2 * i < nr ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i) * wrs + (size_t)b * wbs))
+                                    : _mm256_setzero_si256();
+            __m256i hi = 2 * i + 1 < nr
+                             ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i + 1) * wrs + (size_t)b * wbs))
+                             : _mm256_setzero_si256();
+            z[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c128,
+                                       _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+        }
+        __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
+        __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
+        __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+        u = _mm512_add_epi32(u, _mm512_shuffle_i64x2(u, u, 0xb1));
+        __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, u)); /* rows 0..7 */
+        _mm256_storeu_si256((__m256i *)(corr + 8 * b), _mm256_sub_epi32(_mm256_setzero_si256(), sums));
+        __m256i d = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), rmask, ridx, (const int *)(wd + (size_t)b * bs), 1);
+        _mm256_storeu_ps(dw + 8 * b, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d)));
+    }
 }
+
+struct xi_group {
+    int t, nt, L;
+    size_t off;
+};
 
 static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, float *y, size_t ys, int64_t r0,
                       int64_t r1)
 {
-    static const xi_fn fns[XI_R] = {xi_kernel_1, xi_kernel_2, xi_kernel_3, xi_kernel_4,
-                                    xi_kernel_5, xi_kernel_6, xi_kernel_7, xi_kernel_8};
+    static const xi_fn fns[3][XI_R] = {XI_ROW(1), XI_ROW(2), XI_ROW(4)};
     const int q4 = w->type == TENSOR_Q4_0;
     const int64_t nb = w->n_cols / 32;
-    const size_t xrb = (size_t)nb * 34, gbytes = (size_t)nb * 576;
-    if (w->n_cols > XI_MAX_COLS || gbytes > XI_STACK) return false;
-    _Alignas(64) uint8_t groups[XI_STACK];
+    const size_t xrb = (size_t)nb * 34;
+    if (w->n_cols > XI_MAX_COLS || (size_t)nb * xi_block_bytes(1) > XI_STACK) return false;
+    _Alignas(64) uint8_t buf[XI_STACK];
     _Alignas(64) int8_t unpacked[XI_R * XI_MAX_COLS]; /* Q4_0 rows as signed bytes */
-    float dw[XI_R * XI_MAX_COLS / 32];
-    int32_t corr[XI_R * XI_MAX_COLS / 32];
-    const int max_groups = (int)(XI_STACK / gbytes);
-    for (int t0 = 0; t0 < n_tok; t0 += 16 * max_groups) {
+    float dw[XI_R * XI_MAX_COLS / 32];      /* [block][row] */
+    int32_t corr[XI_R * XI_MAX_COLS / 32];  /* [block][row] */
+    for (int t0 = 0; t0 < n_tok;) {
+        /* Build as many groups as fit, largest first. */
+        struct xi_group gs[XI_STACK / 576 + 3]; /* 16-token groups, then at most one of 8 and one of 4 */
         int n_groups = 0;
-        for (int t = t0; t < n_tok && n_groups < max_groups; t += 16, n_groups++)
-            xi_build(xq + (size_t)t * xrb, xrb, n_tok - t < 16 ? n_tok - t : 16, nb, groups + n_groups * gbytes);
+        size_t used = 0;
+        while (t0 < n_tok) {
+            int L = xi_lanes_per_token(n_tok - t0), cap = 16 / L;
+            size_t bytes = (size_t)nb * xi_block_bytes(L);
+            if (used + bytes > XI_STACK) break;
+            int nt = n_tok - t0 < cap ? n_tok - t0 : cap;
+            gs[n_groups] = (struct xi_group){t0, nt, L, used};
+            xi_build(xq + (size_t)t0 * xrb, xrb, nt, L, nb, buf + used);
+            n_groups++;
+            used += bytes;
+            t0 += nt;
+        }
         for (int64_t r = r0; r < r1; r += XI_R) {
             int nr = r1 - r < XI_R ? (int)(r1 - r) : XI_R;
             const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int i = 0; i < nr; i++) {
-                const uint8_t *row = wr + (size_t)i * w->row_bytes;
-                for (int64_t b = 0; b < nb; b++) {
-                    __m256i q;
-                    if (q4) {
-                        const uint8_t *p = row + (size_t)b * 18;
-                        __m128i v = _mm_loadu_si128((const __m128i *)(p + 2));
-                        q = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+            if (q4) {
+                for (int i = 0; i < nr; i++) {
+                    const uint8_t *row = wr + (size_t)i * w->row_bytes;
+                    for (int64_t b = 0; b < nb; b++) {
+                        __m128i v = _mm_loadu_si128((const __m128i *)(row + (size_t)b * 18 + 2));
+                        __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
                         q = _mm256_sub_epi8(_mm256_and_si256(q, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
                         _mm256_store_si256((__m256i *)(unpacked + (size_t)i * w->n_cols + 32 * b), q);
-                        dw[i * nb + b] = f16(p);
-                    } else {
-                        const uint8_t *p = row + (size_t)b * 34;
-                        q = _mm256_loadu_si256((const __m256i *)(p + 2));
-                        dw[i * nb + b] = f16(p);
                     }
-                    corr[i * nb + b] = -128 * sum32(q);
                 }
             }
             const uint8_t *wq = q4 ? (const uint8_t *)unpacked : wr + 2;
             size_t wrs = q4 ? (size_t)w->n_cols : w->row_bytes, wbs = q4 ? 32 : 34;
+            xi_prep(wq, wrs, wbs, wr, w->row_bytes, q4 ? 18 : 34, nr, nb, dw, corr);
             for (int gi = 0; gi < n_groups; gi++) {
-                int t = t0 + 16 * gi, nt = n_tok - t < 16 ? n_tok - t : 16;
-                fns[nr - 1](wq, wrs, wbs, dw, corr, groups + gi * gbytes, nb, y + (size_t)t * ys + (size_t)r, ys, nt);
+                const struct xi_group *g = &gs[gi];
+                fns[g->L == 1 ? 0 : g->L == 2 ? 1 : 2][nr - 1](wq, wrs, wbs, dw, corr, buf + g->off, nb,
+                                                                y + (size_t)g->t * ys + (size_t)r, ys, g->nt);
             }
         }
     }
