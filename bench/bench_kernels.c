@@ -2,8 +2,9 @@
  * bench_kernels.c: speed of the matrix kernels on the shapes of a small decoder (Gemma 3 270M by default).
  *
  * For each weight type it prints the matrix-vector product as weight GB/s streamed (with 1 and 2 threads, and
- * as a fraction of the machine's measured read bandwidth), and batched products (n_tok = 8, 32, 512) as tokens/s
- * and GMAC/s, each the median of several runs, with the scalar kernel run in the same process as the baseline.
+ * as a fraction of the machine's measured read bandwidth), and batched products (n_tok = 8, 32, 512) as
+ * tokens/s and GMAC/s, each the median of several runs, with the scalar kernel run in the same process as the
+ * baseline.
  *
  *   bench_kernels [--quick] [--thp] [--types Q8_0,Q4_K,...]
  *
@@ -100,7 +101,8 @@ static double time_matmul(struct bench *b, struct pool *pool, int min_reps, doub
     double start = core_time_ms();
     while (n < MAX_REPS && (n < min_reps || core_time_ms() - start < budget_s * 1e3)) {
         double t0 = core_time_ms();
-        tensor_matmul(pool, &b->w, b->x, (size_t)b->w.n_cols, b->n_tok, b->y, (size_t)b->w.n_rows, b->scratch);
+        tensor_matmul(pool, &b->w, b->x, (size_t)b->w.n_cols, b->n_tok, b->y, (size_t)b->w.n_rows,
+                      b->scratch);
         t[n++] = (core_time_ms() - t0) * 1e-3;
     }
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
@@ -117,11 +119,15 @@ int main(int argc, char **argv)
     int quick = 0;
     const char *types_arg = "Q8_0,Q4_0,Q4_K,Q6_K,F16";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--thp")) g_thp = 1;
-        else if (!strcmp(argv[i], "--types") && i + 1 < argc) types_arg = argv[++i];
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--thp"))
+            g_thp = 1;
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc)
+            types_arg = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--thp] [--types Q8_0,Q4_0,Q4_K,Q6_K,F16,BF16,F32]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--thp] [--types Q8_0,Q4_0,Q4_K,Q6_K,F16,BF16,F32]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -156,8 +162,10 @@ int main(int argc, char **argv)
             core_cpu_force(CORE_CPU_SCALAR);
             double ts = time_matmul(&b, p1, 3, quick ? 0.1 : 0.3);
             core_cpu_force((enum core_cpu_level)hw);
-            double t1 = time_matmul(&b, p1, 5, quick ? 0.2 : 0.5), t2 = time_matmul(&b, p2, 5, quick ? 0.2 : 0.5);
-            printf("  matvec %6lldx%lld (%6.1f MB): scalar %6.2f GB/s | %s 1 thr %6.2f GB/s (%3.0f%% of bw, %5.1fx) "
+            double t1 = time_matmul(&b, p1, 5, quick ? 0.2 : 0.5),
+                   t2 = time_matmul(&b, p2, 5, quick ? 0.2 : 0.5);
+            printf("  matvec %6lldx%lld (%6.1f MB): scalar %6.2f GB/s | %s 1 thr %6.2f GB/s (%3.0f%% of bw, "
+                   "%5.1fx) "
                    "| 2 thr %6.2f GB/s (%3.0f%% of bw) %8.3f ms\n",
                    (long long)b.w.n_rows, (long long)cols, bytes / 1e6, bytes / ts / 1e9, level_name(hw),
                    bytes / t1 / 1e9, 100 * bytes / t1 / 1e9 / bw1, ts / t1, bytes / t2 / 1e9,
@@ -178,8 +186,10 @@ int main(int argc, char **argv)
             core_cpu_force(CORE_CPU_SCALAR);
             double ts = time_matmul(&b, p1, toks[k] >= 512 ? 1 : 3, 0.2);
             core_cpu_force((enum core_cpu_level)hw);
-            double t1 = time_matmul(&b, p1, 5, quick ? 0.2 : 0.5), t2 = time_matmul(&b, p2, 5, quick ? 0.2 : 0.5);
-            printf("  gemm 2048x%lld n_tok %3d: scalar %6.2f GMAC/s | %s 1 thr %7.1f GMAC/s (%5.1fx) | 2 thr %7.1f "
+            double t1 = time_matmul(&b, p1, 5, quick ? 0.2 : 0.5),
+                   t2 = time_matmul(&b, p2, 5, quick ? 0.2 : 0.5);
+            printf("  gemm 2048x%lld n_tok %3d: scalar %6.2f GMAC/s | %s 1 thr %7.1f GMAC/s (%5.1fx) | 2 thr "
+                   "%7.1f "
                    "GMAC/s, %8.0f tok/s through this matrix\n",
                    (long long)cols, toks[k], macs / ts / 1e9, level_name(hw), macs / t1 / 1e9, ts / t1,
                    macs / t2 / 1e9, toks[k] / t2);

@@ -1,6 +1,7 @@
 /*
- * test_tensor.c: the type table, half/bfloat conversions, quantizer error, and every matrix kernel at every CPU
- * level against the scalar reference and against an independent float64 product of the dequantized operands.
+ * test_tensor.c: the type table, half/bfloat conversions, quantizer error, and every matrix kernel at every
+ * CPU level against the scalar reference and against an independent float64 product of the dequantized
+ * operands.
  */
 #include "core/core.h"
 #include "core/pool.h"
@@ -41,7 +42,8 @@ static float bits_to_f32(uint32_t u)
     return f;
 }
 
-/* --------------------------------------------------------------------------------------------------------- */
+/* ---------------------------------------------------------------------------------------------------------
+ */
 
 static void test_traits(void)
 {
@@ -82,7 +84,7 @@ static void test_traits(void)
     CHECK_INT_EQ(tensor_row_size(TENSOR_F16, 7), 14);
     CHECK_INT_EQ(tensor_row_size(TENSOR_Q8_0, 0), 0);
 
-    static const uint32_t supported[] = {TENSOR_F32, TENSOR_F16, TENSOR_BF16, TENSOR_Q8_0,
+    static const uint32_t supported[] = {TENSOR_F32,  TENSOR_F16,  TENSOR_BF16, TENSOR_Q8_0,
                                          TENSOR_Q4_0, TENSOR_Q4_K, TENSOR_Q6_K, TENSOR_Q8_K};
     int n_sup = 0;
     for (uint32_t id = 0; id < TENSOR_N_TYPES; id++) {
@@ -99,7 +101,8 @@ static void test_traits(void)
     CHECK_INT_EQ(tensor_traits(TENSOR_F32)->vec_dot_type, TENSOR_F32);
 }
 
-/* --------------------------------------------------------------------------------------------------------- */
+/* ---------------------------------------------------------------------------------------------------------
+ */
 
 /* The value of a half, computed from its definition in double precision. */
 static double f16_value(uint16_t h)
@@ -151,14 +154,16 @@ static void test_f16(void)
     int bad_round = 0;
     for (int i = 0; i < 400000; i++) {
         uint32_t u = (uint32_t)rnd_u64();
-        if (i & 1) u = (u & 0x80001fffu) | ((uint32_t)(100 + rnd_u64() % 45) << 23) | (rnd_u64() & 1 ? 0x1000 : 0);
+        if (i & 1)
+            u = (u & 0x80001fffu) | ((uint32_t)(100 + rnd_u64() % 45) << 23) | (rnd_u64() & 1 ? 0x1000 : 0);
         float f = bits_to_f32(u);
         if (!is_nearest_f16(f, tensor_f32_to_f16(f))) {
             if (bad_round++ < 5) fprintf(stderr, "f32 %08x -> f16 %04x\n", u, tensor_f32_to_f16(f));
         }
     }
-    static const float edges[] = {0.f, -0.f, 65504.f, 65519.99f, 65520.f, 1e10f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f,
-                                  0x1p-26f, 0x1p-14f, 0x1.ffcp-15f, 1.0f + 0x1p-11f, 1.0f + 0x1.8p-11f};
+    static const float edges[] = {0.f,      -0.f,         65504.f,         65519.99f,        65520.f,
+                                  1e10f,    0x1p-24f,     0x1p-25f,        0x1.8p-25f,       0x1p-26f,
+                                  0x1p-14f, 0x1.ffcp-15f, 1.0f + 0x1p-11f, 1.0f + 0x1.8p-11f};
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
         CHECK(is_nearest_f16(edges[i], tensor_f32_to_f16(edges[i])));
         CHECK(is_nearest_f16(-edges[i], tensor_f32_to_f16(-edges[i])));
@@ -204,9 +209,10 @@ static void test_bf16(void)
     CHECK_INT_EQ(bad_round, 0);
 }
 
-/* --------------------------------------------------------------------------------------------------------- */
+/* ---------------------------------------------------------------------------------------------------------
+ */
 
-static const uint32_t k_types[] = {TENSOR_F32, TENSOR_F16, TENSOR_BF16, TENSOR_Q8_0,
+static const uint32_t k_types[] = {TENSOR_F32,  TENSOR_F16,  TENSOR_BF16, TENSOR_Q8_0,
                                    TENSOR_Q4_0, TENSOR_Q4_K, TENSOR_Q6_K};
 #define N_TYPES (sizeof k_types / sizeof k_types[0])
 
@@ -216,14 +222,15 @@ static void test_quant_error(void)
         uint32_t type;
         double max_rel_rmse;
     } cases[] = {
-        {TENSOR_F32, 0},      {TENSOR_F16, 1e-3},  {TENSOR_BF16, 5e-3},  {TENSOR_Q8_0, 0.006},
-        {TENSOR_Q4_0, 0.09},  {TENSOR_Q4_K, 0.06}, {TENSOR_Q6_K, 0.015}, {TENSOR_Q8_K, 0.005},
+        {TENSOR_F32, 0},     {TENSOR_F16, 1e-3},  {TENSOR_BF16, 5e-3},  {TENSOR_Q8_0, 0.006},
+        {TENSOR_Q4_0, 0.09}, {TENSOR_Q4_K, 0.06}, {TENSOR_Q6_K, 0.015}, {TENSOR_Q8_K, 0.005},
     };
     enum { N = 4096 };
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
     uint8_t *q = malloc(tensor_row_size(TENSOR_F32, N));
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        for (int i = 0; i < N; i++) x[i] = rnd_uniform(); /* uniform, so the expected error is known */
+        for (int i = 0; i < N; i++)
+            x[i] = rnd_uniform(); /* uniform, so the expected error is known */
         tensor_quantize(cases[c].type, x, q, N);
         tensor_dequantize(cases[c].type, q, y, N);
         double se = 0, sx = 0, max_err = 0, max_x = 0;
@@ -243,7 +250,8 @@ static void test_quant_error(void)
 
     /* Q8_0 and Q4_0 follow the formula exactly: check one block against a hand computation. */
     float b[32];
-    for (int i = 0; i < 32; i++) b[i] = (float)(i - 16) * 0.25f; /* amax 4 at i = 0 (value -4) */
+    for (int i = 0; i < 32; i++)
+        b[i] = (float)(i - 16) * 0.25f; /* amax 4 at i = 0 (value -4) */
     uint8_t blk[34];
     tensor_quantize(TENSOR_Q8_0, b, blk, 32);
     uint16_t d;
@@ -264,7 +272,8 @@ static void test_quant_error(void)
         tensor_quantize(cases[c].type, x, q, 256);
         tensor_dequantize(cases[c].type, q, y, 256);
         int nz = 0;
-        for (int i = 0; i < 256; i++) nz += y[i] != 0;
+        for (int i = 0; i < 256; i++)
+            nz += y[i] != 0;
         CHECK_INT_EQ(nz, 0);
     }
     free(x);
@@ -272,7 +281,8 @@ static void test_quant_error(void)
     free(q);
 }
 
-/* --------------------------------------------------------------------------------------------------------- */
+/* ---------------------------------------------------------------------------------------------------------
+ */
 
 static const char *level_name(int l)
 {
@@ -326,7 +336,8 @@ static double dot64(const struct mm_case *c, int64_t r, int t, double *mag)
     int64_t n = c->w.n_cols;
     float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
     tensor_dequantize(c->w.type, c->wdata + (size_t)r * c->w.row_bytes, a, n);
-    tensor_dequantize(tensor_traits(c->w.type)->vec_dot_type, (const uint8_t *)c->xq + (size_t)t * c->xs, b, n);
+    tensor_dequantize(tensor_traits(c->w.type)->vec_dot_type, (const uint8_t *)c->xq + (size_t)t * c->xs, b,
+                      n);
     double s = 0, m = 0;
     for (int64_t i = 0; i < n; i++) {
         s += (double)a[i] * b[i];
@@ -354,7 +365,8 @@ static void test_act_convert_levels(void)
             core_cpu_force((enum core_cpu_level)l);
             memset(got, 0xaa, n);
             tensor_act_convert(&c.w, c.x, 1024, 3, got, 0, 1);
-            if (memcmp(ref, got, n)) fprintf(stderr, "act_convert %s differs at %s\n", tensor_type_name(wt[k]), level_name(l));
+            if (memcmp(ref, got, n))
+                fprintf(stderr, "act_convert %s differs at %s\n", tensor_type_name(wt[k]), level_name(l));
             CHECK(memcmp(ref, got, n) == 0);
         }
         free(ref);
@@ -390,8 +402,8 @@ static void test_vec_dot(void)
                         float y[3] = {0, 0, 0};
                         tensor_matmul_rows(&c.w, xr, 1, y, 3, r, r + 1);
                         if (!(fabs(y[r] - ref) <= 1e-5 * mag + 1e-30))
-                            fprintf(stderr, "vec_dot %s n=%lld level %s: %.9g vs %.9g\n", tensor_type_name(type),
-                                    (long long)n, level_name(l), y[r], ref);
+                            fprintf(stderr, "vec_dot %s n=%lld level %s: %.9g vs %.9g\n",
+                                    tensor_type_name(type), (long long)n, level_name(l), y[r], ref);
                         CHECK_NEAR(y[r], ref, 1e-5 * mag + 1e-30);
                     }
                     core_cpu_force((enum core_cpu_level)hw_level);
@@ -416,8 +428,8 @@ static void test_matmul_rows(void)
         double *mag = malloc(37 * 40 * sizeof(double));
         for (int t = 0; t < 37; t++)
             for (int64_t r = 0; r < n_rows; r++) {
-                ref[t * 40 + r] =
-                    tensor_vec_dot_ref(type, n_cols, c.wdata + (size_t)r * c.w.row_bytes, (uint8_t *)c.xq + t * c.xs);
+                ref[t * 40 + r] = tensor_vec_dot_ref(type, n_cols, c.wdata + (size_t)r * c.w.row_bytes,
+                                                     (uint8_t *)c.xq + t * c.xs);
                 dot64(&c, r, t, &mag[t * 40 + r]);
             }
         for (int l = CORE_CPU_SCALAR; l <= hw_level; l++) {
@@ -427,7 +439,8 @@ static void test_matmul_rows(void)
                 static const int64_t ranges[][2] = {{0, 37}, {3, 20}, {5, 6}, {1, 36}, {16, 33}};
                 for (int g = 0; g < 5; g++) {
                     int64_t r0 = ranges[g][0], r1 = ranges[g][1];
-                    for (int i = 0; i < 37 * 40; i++) y[i] = -12345.f;
+                    for (int i = 0; i < 37 * 40; i++)
+                        y[i] = -12345.f;
                     tensor_matmul_rows(&c.w, c.xq, n_tok, y, 40, r0, r1);
                     for (int t = 0; t < 37; t++)
                         for (int r = 0; r < 40; r++) {
@@ -439,9 +452,11 @@ static void test_matmul_rows(void)
                             double tol = 1e-5 * mag[t * 40 + r] + 1e-30;
                             if (!(fabs(y[t * 40 + r] - ref[t * 40 + r]) <= tol)) {
                                 if (bad < 3)
-                                    fprintf(stderr, "matmul %s level %s n_tok %d rows [%lld,%lld) t %d r %d: %g vs %g\n",
-                                            tensor_type_name(type), level_name(l), n_tok, (long long)r0,
-                                            (long long)r1, t, r, y[t * 40 + r], ref[t * 40 + r]);
+                                    fprintf(
+                                        stderr,
+                                        "matmul %s level %s n_tok %d rows [%lld,%lld) t %d r %d: %g vs %g\n",
+                                        tensor_type_name(type), level_name(l), n_tok, (long long)r0,
+                                        (long long)r1, t, r, y[t * 40 + r], ref[t * 40 + r]);
                                 bad++;
                             }
                         }
@@ -479,7 +494,9 @@ static void test_matmul_long_rows(void)
                     dot64(&mc, r, t, &mag);
                     bad += !(fabs(y[t * ROWS + r] - ref) <= 1e-5 * mag);
                 }
-            if (bad) fprintf(stderr, "long rows %s n_cols %lld: %d bad\n", tensor_type_name(types[k]), (long long)cols[c], bad);
+            if (bad)
+                fprintf(stderr, "long rows %s n_cols %lld: %d bad\n", tensor_type_name(types[k]),
+                        (long long)cols[c], bad);
             CHECK_INT_EQ(bad, 0);
             free(y);
             mm_case_free(&mc);
@@ -501,7 +518,8 @@ static void test_matmul_pool(void)
             struct mm_case c;
             mm_case_init(&c, type, 83, n_cols, n_tok);
             size_t ys = 90;
-            float *y1 = calloc((size_t)n_tok * ys, sizeof(float)), *y2 = calloc((size_t)n_tok * ys, sizeof(float));
+            float *y1 = calloc((size_t)n_tok * ys, sizeof(float)),
+                  *y2 = calloc((size_t)n_tok * ys, sizeof(float));
             void *scratch = core_alloc_aligned(tensor_act_size(&c.w, n_tok));
             tensor_matmul(NULL, &c.w, c.x, (size_t)n_cols, n_tok, y1, ys, scratch);
             memset(scratch, 0, tensor_act_size(&c.w, n_tok));

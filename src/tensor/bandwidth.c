@@ -1,10 +1,10 @@
 /*
  * bandwidth.c: banter_measure_bandwidth, the memory read bandwidth that bounds every decode step.
  *
- * A buffer far larger than the caches (1 GiB, halved until it can be allocated, down to 64 MiB) is written once
- * so that its pages exist, then each thread repeatedly sums its contiguous slice with the widest loads the CPU
- * has. One pass is all threads reading the whole buffer once; the result is the median over the passes that fit
- * in the requested time (at least 5), in GB/s (1e9 bytes per second).
+ * A buffer far larger than the caches (1 GiB, halved until it can be allocated, down to 64 MiB) is written
+ * once so that its pages exist, then each thread repeatedly sums its contiguous slice with the widest loads
+ * the CPU has. One pass is all threads reading the whole buffer once; the result is the median over the
+ * passes that fit in the requested time (at least 5), in GB/s (1e9 bytes per second).
  */
 #include "banter.h"
 #include "core/core.h"
@@ -64,7 +64,8 @@ static void bw_fn(void *arg, int ith, int nth)
 {
     struct bw_job *j = arg;
     /* Slices are multiples of 4 KiB so every load is aligned and no page is shared. */
-    size_t pages = j->n / 4096, p0 = pages * (size_t)ith / (size_t)nth, p1 = pages * (size_t)(ith + 1) / (size_t)nth;
+    size_t pages = j->n / 4096, p0 = pages * (size_t)ith / (size_t)nth,
+           p1 = pages * (size_t)(ith + 1) / (size_t)nth;
     uint8_t *p = (uint8_t *)j->buf + p0 * 4096;
     size_t n = (p1 - p0) * 4096;
     if (j->fill) {
@@ -73,9 +74,15 @@ static void bw_fn(void *arg, int ith, int nth)
     }
     double s;
     switch (core_cpu_level()) {
-    case CORE_CPU_AVX512: s = sum_avx512(p, n); break;
-    case CORE_CPU_AVX2: s = sum_avx2(p, n); break;
-    default: s = sum_scalar(p, n); break;
+    case CORE_CPU_AVX512:
+        s = sum_avx512(p, n);
+        break;
+    case CORE_CPU_AVX2:
+        s = sum_avx2(p, n);
+        break;
+    default:
+        s = sum_scalar(p, n);
+        break;
     }
     j->sink[ith & 63] += s;
 }
@@ -92,7 +99,8 @@ BANTER_API double banter_measure_bandwidth(int n_threads, double seconds)
     if (!pool) return 0;
     struct bw_job j = {0};
     uint8_t *buf = NULL;
-    for (j.n = (size_t)1 << 30; j.n >= ((size_t)64 << 20) && !buf; j.n /= 2) buf = core_alloc_aligned(j.n);
+    for (j.n = (size_t)1 << 30; j.n >= ((size_t)64 << 20) && !buf; j.n /= 2)
+        buf = core_alloc_aligned(j.n);
     if (!buf) {
         pool_close(pool);
         return 0;

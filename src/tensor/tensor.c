@@ -2,9 +2,10 @@
  * tensor.c: the type table, half/bfloat conversions, ggml's reference quantizers, dequantization, the scalar
  * reference dot products, and run-time dispatch of the matrix kernels.
  *
- * The table covers every type id ggml has assigned, so the GGUF reader can size any tensor, but only the types
- * marked `supported` can be computed with. The scalar kernels here are written for clarity: they are what the
- * SIMD kernels in tensor_avx2.c and tensor_avx512.c are tested against, and what runs on a CPU without AVX2.
+ * The table covers every type id ggml has assigned, so the GGUF reader can size any tensor, but only the
+ * types marked `supported` can be computed with. The scalar kernels here are written for clarity: they are
+ * what the SIMD kernels in tensor_avx2.c and tensor_avx512.c are tested against, and what runs on a CPU
+ * without AVX2.
  */
 #include "tensor/tensor.h"
 #include "core/core.h"
@@ -111,7 +112,7 @@ uint16_t tensor_f32_to_f16(float f)
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     x &= 0x7fffffff;
     if (x > 0x7f800000) return sign | 0x7e00 | (uint16_t)((x >> 13) & 0x3ff); /* NaN stays a (quiet) NaN */
-    if (x >= 0x477ff000) return sign | 0x7c00;                                 /* >= 65520 rounds to inf */
+    if (x >= 0x477ff000) return sign | 0x7c00;                                /* >= 65520 rounds to inf */
     if (x < 0x38800000) {
         /* Below the smallest normal half (2^-14): the result is round(value * 2^24) as a subnormal. */
         if (x < 0x33000000) return sign; /* < 2^-25 (2^-25 itself ties to the even 0) */
@@ -208,7 +209,8 @@ static void dequant_q8_0(const uint8_t *b, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, b += 34, y += QK) {
         float d = ld_f16(b);
         const int8_t *q = (const int8_t *)(b + 2);
-        for (int j = 0; j < QK; j++) y[j] = d * (float)q[j];
+        for (int j = 0; j < QK; j++)
+            y[j] = d * (float)q[j];
     }
 }
 
@@ -234,8 +236,10 @@ static void dequant_q4_k(const uint8_t *b, float *y, int64_t nb)
             q4k_scale_min(2 * j, s, &sc0, &m0);
             q4k_scale_min(2 * j + 1, s, &sc1, &m1);
             float d0 = d * (float)sc0, mm0 = dmin * (float)m0, d1 = d * (float)sc1, mm1 = dmin * (float)m1;
-            for (int l = 0; l < 32; l++) *y++ = d0 * (float)(q[l] & 0xf) - mm0;
-            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] >> 4) - mm1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d0 * (float)(q[l] & 0xf) - mm0;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (float)(q[l] >> 4) - mm1;
         }
     }
 }
@@ -267,7 +271,8 @@ static void dequant_q8_k(const uint8_t *b, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, b += 292, y += QKK) {
         float d = ld_f32(b);
         const int8_t *q = (const int8_t *)(b + 4);
-        for (int j = 0; j < QKK; j++) y[j] = d * (float)q[j];
+        for (int j = 0; j < QKK; j++)
+            y[j] = d * (float)q[j];
     }
 }
 
@@ -278,9 +283,12 @@ void tensor_dequantize(uint32_t type, const void *src, float *dst, int64_t n)
     const uint8_t *b = src;
     int64_t nb = n / t->blck;
     switch (type) {
-    case TENSOR_F32: memmove(dst, src, (size_t)n * sizeof(float)); break;
+    case TENSOR_F32:
+        memmove(dst, src, (size_t)n * sizeof(float));
+        break;
     case TENSOR_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = ld_f16(b + 2 * i);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ld_f16(b + 2 * i);
         break;
     case TENSOR_BF16:
         for (int64_t i = 0; i < n; i++) {
@@ -289,12 +297,23 @@ void tensor_dequantize(uint32_t type, const void *src, float *dst, int64_t n)
             dst[i] = tensor_bf16_to_f32(h);
         }
         break;
-    case TENSOR_Q8_0: dequant_q8_0(b, dst, nb); break;
-    case TENSOR_Q4_0: dequant_q4_0(b, dst, nb); break;
-    case TENSOR_Q4_K: dequant_q4_k(b, dst, nb); break;
-    case TENSOR_Q6_K: dequant_q6_k(b, dst, nb); break;
-    case TENSOR_Q8_K: dequant_q8_k(b, dst, nb); break;
-    default: BANTER_ASSERT(!"unsupported type");
+    case TENSOR_Q8_0:
+        dequant_q8_0(b, dst, nb);
+        break;
+    case TENSOR_Q4_0:
+        dequant_q4_0(b, dst, nb);
+        break;
+    case TENSOR_Q4_K:
+        dequant_q4_k(b, dst, nb);
+        break;
+    case TENSOR_Q6_K:
+        dequant_q6_k(b, dst, nb);
+        break;
+    case TENSOR_Q8_K:
+        dequant_q8_k(b, dst, nb);
+        break;
+    default:
+        BANTER_ASSERT(!"unsupported type");
     }
 }
 
@@ -306,10 +325,12 @@ static void quant_q8_0(const float *x, uint8_t *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += QK, b += 34) {
         float amax = 0;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.f, id = d ? 1.f / d : 0.f;
         st_f16(b, d);
-        for (int j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK; j++)
+            b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
     }
 }
 
@@ -405,9 +426,11 @@ static void quant_q4_k(const float *x, uint8_t *b, int64_t nb)
         for (int j = 0; j < 8; j++) {
             const float *xj = x + 32 * j;
             float sum_x2 = 0;
-            for (int l = 0; l < 32; l++) sum_x2 += xj[l] * xj[l];
+            for (int l = 0; l < 32; l++)
+                sum_x2 += xj[l] * xj[l];
             float av_x = sqrtf(sum_x2 / 32);
-            for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xj[l]);
+            for (int l = 0; l < 32; l++)
+                weights[l] = av_x + fabsf(xj[l]);
             scales[j] = make_qkx2_quants(32, 15, xj, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
@@ -445,7 +468,8 @@ static void quant_q4_k(const float *x, uint8_t *b, int64_t nb)
         }
         uint8_t *q = b + OFF_Q4K_QS;
         for (int j = 0; j < QKK; j += 64, q += 32)
-            for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+            for (int l = 0; l < 32; l++)
+                q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
     }
 }
 
@@ -541,8 +565,8 @@ static void quant_q6_k(const float *x, uint8_t *b, int64_t nb)
                         q4 = L[j + l + 96] & 0xf;
                 ql[l] = (uint8_t)(q1 | (q3 << 4));
                 ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
-                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
-                                  ((L[j + l + 96] >> 4) << 6));
+                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                                  ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
             }
         }
     }
@@ -571,7 +595,8 @@ static void quant_q8_k(const float *x, uint8_t *b, int64_t nb)
         }
         for (int j = 0; j < 16; j++) {
             int16_t sum = 0;
-            for (int l = 0; l < 16; l++) sum = (int16_t)(sum + q[16 * j + l]);
+            for (int l = 0; l < 16; l++)
+                sum = (int16_t)(sum + q[16 * j + l]);
             memcpy(b + OFF_Q8K_BSUMS + 2 * j, &sum, 2);
         }
         float d = 1 / iscale;
@@ -586,9 +611,12 @@ void tensor_quantize(uint32_t type, const float *src, void *dst, int64_t n)
     uint8_t *b = dst;
     int64_t nb = n / t->blck;
     switch (type) {
-    case TENSOR_F32: memmove(dst, src, (size_t)n * sizeof(float)); break;
+    case TENSOR_F32:
+        memmove(dst, src, (size_t)n * sizeof(float));
+        break;
     case TENSOR_F16:
-        for (int64_t i = 0; i < n; i++) st_f16(b + 2 * i, src[i]);
+        for (int64_t i = 0; i < n; i++)
+            st_f16(b + 2 * i, src[i]);
         break;
     case TENSOR_BF16:
         for (int64_t i = 0; i < n; i++) {
@@ -596,32 +624,45 @@ void tensor_quantize(uint32_t type, const float *src, void *dst, int64_t n)
             memcpy(b + 2 * i, &h, 2);
         }
         break;
-    case TENSOR_Q8_0: quant_q8_0(src, b, nb); break;
-    case TENSOR_Q4_0: quant_q4_0(src, b, nb); break;
-    case TENSOR_Q4_K: quant_q4_k(src, b, nb); break;
-    case TENSOR_Q6_K: quant_q6_k(src, b, nb); break;
-    case TENSOR_Q8_K: quant_q8_k(src, b, nb); break;
-    default: BANTER_ASSERT(!"unsupported type");
+    case TENSOR_Q8_0:
+        quant_q8_0(src, b, nb);
+        break;
+    case TENSOR_Q4_0:
+        quant_q4_0(src, b, nb);
+        break;
+    case TENSOR_Q4_K:
+        quant_q4_k(src, b, nb);
+        break;
+    case TENSOR_Q6_K:
+        quant_q6_k(src, b, nb);
+        break;
+    case TENSOR_Q8_K:
+        quant_q8_k(src, b, nb);
+        break;
+    default:
+        BANTER_ASSERT(!"unsupported type");
     }
 }
 
 /* ------------------------------------------------------------------------------------------------------------
  * Activation conversion.
  *
- * Q8_0 activations follow llama.cpp's x86 quantize_row_q8_0 rather than the _ref version, because the reference
- * logits were computed with it: id = 127/amax (not 1/d) and round-half-to-even (not away from zero). The two
- * differ in a last-bit tie at most. Q8_K uses ggml's reference quantizer, which is also what llama.cpp runs on
- * x86.
+ * Q8_0 activations follow llama.cpp's x86 quantize_row_q8_0 rather than the _ref version, because the
+ * reference logits were computed with it: id = 127/amax (not 1/d) and round-half-to-even (not away from
+ * zero). The two differ in a last-bit tie at most. Q8_K uses ggml's reference quantizer, which is also what
+ * llama.cpp runs on x86.
  */
 
 static void act_q8_0(const float *x, uint8_t *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += QK, b += 34) {
         float amax = 0;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
         st_f16(b, d);
-        for (int j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)(int)rintf(x[j] * id);
+        for (int j = 0; j < QK; j++)
+            b[2 + j] = (uint8_t)(int8_t)(int)rintf(x[j] * id);
     }
 }
 
@@ -634,13 +675,21 @@ static void act_row(uint32_t vdt, const float *x, void *dst, int64_t n)
     case CORE_CPU_AVX2:
         if (tensor_act_row_avx2(vdt, x, dst, n)) return;
         /* fall through */
-    default: break;
+    default:
+        break;
     }
     switch (vdt) {
-    case TENSOR_F32: memcpy(dst, x, (size_t)n * sizeof(float)); break;
-    case TENSOR_Q8_0: act_q8_0(x, dst, n / QK); break;
-    case TENSOR_Q8_K: quant_q8_k(x, dst, n / QKK); break;
-    default: BANTER_ASSERT(!"no activation format");
+    case TENSOR_F32:
+        memcpy(dst, x, (size_t)n * sizeof(float));
+        break;
+    case TENSOR_Q8_0:
+        act_q8_0(x, dst, n / QK);
+        break;
+    case TENSOR_Q8_K:
+        quant_q8_k(x, dst, n / QKK);
+        break;
+    default:
+        BANTER_ASSERT(!"no activation format");
     }
 }
 
@@ -651,15 +700,16 @@ size_t tensor_act_size(const struct tensor_mat *w, int n_tok)
     return (size_t)n_tok * tensor_row_size(t->vec_dot_type, w->n_cols);
 }
 
-void tensor_act_convert(const struct tensor_mat *w, const float *x, size_t x_stride, int n_tok, void *xq, int ith,
-                        int nth)
+void tensor_act_convert(const struct tensor_mat *w, const float *x, size_t x_stride, int n_tok, void *xq,
+                        int ith, int nth)
 {
     const struct tensor_traits *t = tensor_traits(w->type);
     BANTER_ASSERT(t && t->supported);
     size_t rs = tensor_row_size(t->vec_dot_type, w->n_cols);
     BANTER_ASSERT(rs);
     int t0 = (int)((int64_t)n_tok * ith / nth), t1 = (int)((int64_t)n_tok * (ith + 1) / nth);
-    for (int i = t0; i < t1; i++) act_row(t->vec_dot_type, x + (size_t)i * x_stride, (uint8_t *)xq + i * rs, w->n_cols);
+    for (int i = t0; i < t1; i++)
+        act_row(t->vec_dot_type, x + (size_t)i * x_stride, (uint8_t *)xq + i * rs, w->n_cols);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -672,7 +722,8 @@ static float dot_q8_0(int64_t nb, const uint8_t *w, const uint8_t *x)
     for (int64_t i = 0; i < nb; i++, w += 34, x += 34) {
         const int8_t *a = (const int8_t *)(w + 2), *b = (const int8_t *)(x + 2);
         int s = 0;
-        for (int j = 0; j < QK; j++) s += a[j] * b[j];
+        for (int j = 0; j < QK; j++)
+            s += a[j] * b[j];
         sum += (float)s * (ld_f16(w) * ld_f16(x));
     }
     return sum;
@@ -684,7 +735,8 @@ static float dot_q4_0(int64_t nb, const uint8_t *w, const uint8_t *x)
     for (int64_t i = 0; i < nb; i++, w += 18, x += 34) {
         const int8_t *b = (const int8_t *)(x + 2);
         int s = 0;
-        for (int j = 0; j < 16; j++) s += ((w[2 + j] & 0xf) - 8) * b[j] + ((w[2 + j] >> 4) - 8) * b[j + 16];
+        for (int j = 0; j < 16; j++)
+            s += ((w[2 + j] & 0xf) - 8) * b[j] + ((w[2 + j] >> 4) - 8) * b[j + 16];
         sum += (float)s * (ld_f16(w) * ld_f16(x));
     }
     return sum;
@@ -702,7 +754,8 @@ static float dot_q4_k(int64_t nb, const uint8_t *w, const uint8_t *x)
             q4k_scale_min(g, w + 4, &sc, &m);
             const uint8_t *qg = q + 32 * (g / 2);
             int shift = (g & 1) * 4, s = 0;
-            for (int l = 0; l < 32; l++) s += ((qg[l] >> shift) & 0xf) * b[32 * g + l];
+            for (int l = 0; l < 32; l++)
+                s += ((qg[l] >> shift) & 0xf) * b[32 * g + l];
             isum += sc * s;
             msum += m * (ld_i16(x + OFF_Q8K_BSUMS + 4 * g) + ld_i16(x + OFF_Q8K_BSUMS + 4 * g + 2));
         }
@@ -730,7 +783,8 @@ static float dot_q6_k(int64_t nb, const uint8_t *w, const uint8_t *x)
         int isum = 0;
         for (int j = 0; j < 16; j++) {
             int s = 0;
-            for (int l = 0; l < 16; l++) s += q[16 * j + l] * b[16 * j + l];
+            for (int l = 0; l < 16; l++)
+                s += q[16 * j + l] * b[16 * j + l];
             isum += sc[j] * s;
         }
         sum += ld_f16(w + OFF_Q6K_D) * ld_f32(x) * (float)isum;
@@ -744,7 +798,8 @@ static float dot_q8_k(int64_t nb, const uint8_t *w, const uint8_t *x)
     for (int64_t i = 0; i < nb; i++, w += 292, x += 292) {
         const int8_t *a = (const int8_t *)(w + 4), *b = (const int8_t *)(x + 4);
         int s = 0;
-        for (int j = 0; j < QKK; j++) s += a[j] * b[j];
+        for (int j = 0; j < QKK; j++)
+            s += a[j] * b[j];
         sum += ld_f32(w) * ld_f32(x) * (float)s;
     }
     return sum;
@@ -760,10 +815,12 @@ float tensor_vec_dot_ref(uint32_t type, int64_t n, const void *wrow, const void 
     float sum = 0;
     switch (type) {
     case TENSOR_F32:
-        for (int64_t i = 0; i < n; i++) sum += ld_f32(w + 4 * i) * x[i];
+        for (int64_t i = 0; i < n; i++)
+            sum += ld_f32(w + 4 * i) * x[i];
         return sum;
     case TENSOR_F16:
-        for (int64_t i = 0; i < n; i++) sum += ld_f16(w + 2 * i) * x[i];
+        for (int64_t i = 0; i < n; i++)
+            sum += ld_f16(w + 2 * i) * x[i];
         return sum;
     case TENSOR_BF16:
         for (int64_t i = 0; i < n; i++) {
@@ -772,12 +829,18 @@ float tensor_vec_dot_ref(uint32_t type, int64_t n, const void *wrow, const void 
             sum += tensor_bf16_to_f32(h) * x[i];
         }
         return sum;
-    case TENSOR_Q8_0: return dot_q8_0(nb, w, xq);
-    case TENSOR_Q4_0: return dot_q4_0(nb, w, xq);
-    case TENSOR_Q4_K: return dot_q4_k(nb, w, xq);
-    case TENSOR_Q6_K: return dot_q6_k(nb, w, xq);
-    case TENSOR_Q8_K: return dot_q8_k(nb, w, xq);
-    default: BANTER_ASSERT(!"unsupported type");
+    case TENSOR_Q8_0:
+        return dot_q8_0(nb, w, xq);
+    case TENSOR_Q4_0:
+        return dot_q4_0(nb, w, xq);
+    case TENSOR_Q4_K:
+        return dot_q4_k(nb, w, xq);
+    case TENSOR_Q6_K:
+        return dot_q6_k(nb, w, xq);
+    case TENSOR_Q8_K:
+        return dot_q8_k(nb, w, xq);
+    default:
+        BANTER_ASSERT(!"unsupported type");
     }
     return 0;
 }
@@ -797,7 +860,8 @@ void tensor_matmul_rows(const struct tensor_mat *w, const void *xq, int n_tok, f
     case CORE_CPU_AVX2:
         if (tensor_matmul_rows_avx2(w, xq, n_tok, y, y_stride, r0, r1)) return;
         /* fall through */
-    default: break;
+    default:
+        break;
     }
     const struct tensor_traits *t = tensor_traits(w->type);
     BANTER_ASSERT(t && t->supported);
@@ -805,7 +869,8 @@ void tensor_matmul_rows(const struct tensor_mat *w, const void *xq, int n_tok, f
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *wr = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         for (int i = 0; i < n_tok; i++)
-            y[(size_t)i * y_stride + (size_t)r] = tensor_vec_dot_ref(w->type, w->n_cols, wr, (const uint8_t *)xq + i * xs);
+            y[(size_t)i * y_stride + (size_t)r] =
+                tensor_vec_dot_ref(w->type, w->n_cols, wr, (const uint8_t *)xq + i * xs);
     }
 }
 

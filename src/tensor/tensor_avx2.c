@@ -2,13 +2,12 @@
  * tensor_avx2.c: AVX2 + FMA + F16C kernels, for x86-64 CPUs without AVX-512 VNNI.
  *
  * The structure follows tensor_avx512.c (tiles of weight rows by activation rows, one accumulator per pair,
- * the same summation order whatever the tile shape), with tiles sized for 16 ymm registers. Without VNNI, bytes
- * are multiplied with vpmaddubsw (unsigned times signed into saturating int16 pairs) and widened with vpmaddwd:
- *   Q8_0: |w| times x with x's sign flipped where w < 0 (|w| <= 128, |x| <= 127: no saturation; activations
- *         from tensor_act_convert never hold -128);
- *   Q4_0: nibble n = w + 8 times x, minus 8 * x (both int16 sums fit);
- *   Q4_K, Q6_K: unsigned 4- and 6-bit values times x, scales applied by vpmaddwd, mins and the -32 offset from
- *         Q8_K's bsums.
+ * the same summation order whatever the tile shape), with tiles sized for 16 ymm registers. Without VNNI,
+ * bytes are multiplied with vpmaddubsw (unsigned times signed into saturating int16 pairs) and widened with
+ * vpmaddwd: Q8_0: |w| times x with x's sign flipped where w < 0 (|w| <= 128, |x| <= 127: no saturation;
+ * activations from tensor_act_convert never hold -128); Q4_0: nibble n = w + 8 times x, minus 8 * x (both
+ * int16 sums fit); Q4_K, Q6_K: unsigned 4- and 6-bit values times x, scales applied by vpmaddwd, mins and the
+ * -32 offset from Q8_K's bsums.
  */
 #include "core/core.h"
 #include "tensor/tensor_kern.h"
@@ -69,17 +68,20 @@ struct tile {
 
 typedef void (*tile_fn)(const struct tile *);
 
-#define INST(K, R, T)                                                                                             \
-    static void K##_##R##_##T(const struct tile *a)                                                               \
-    {                                                                                                             \
-        K##_tile(a, R, T);                                                                                        \
+#define INST(K, R, T)                                                                                        \
+    static void K##_##R##_##T(const struct tile *a)                                                          \
+    {                                                                                                        \
+        K##_tile(a, R, T);                                                                                   \
     }
 #define INST_ROW(K, R) INST(K, R, 1) INST(K, R, 2) INST(K, R, 3) INST(K, R, 4)
-#define TROW(K, R) {K##_##R##_1, K##_##R##_2, K##_##R##_3, K##_##R##_4}
+#define TROW(K, R)                                                                                           \
+    {                                                                                                        \
+        K##_##R##_1, K##_##R##_2, K##_##R##_3, K##_##R##_4                                                   \
+    }
 
 /* As in tensor_avx512.c: token chunks that stay in L2, weight tiles outer inside a chunk. */
-static void drive(tile_fn fns[][4], int rmax, int tmax, const struct tensor_mat *w, const uint8_t *xq, size_t xrb,
-                  int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
+static void drive(tile_fn fns[][4], int rmax, int tmax, const struct tensor_mat *w, const uint8_t *xq,
+                  size_t xrb, int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
 {
     int tchunk = (int)((256 * 1024) / (xrb ? xrb : 1));
     tchunk = tchunk < tmax ? tmax : tchunk - tchunk % tmax;
@@ -89,8 +91,13 @@ static void drive(tile_fn fns[][4], int rmax, int tmax, const struct tensor_mat 
             int nr = r1 - r < rmax ? (int)(r1 - r) : rmax;
             for (int t = t0; t < t1; t += tmax) {
                 int nt = t1 - t < tmax ? t1 - t : tmax;
-                struct tile tl = {(const uint8_t *)w->data + (size_t)r * w->row_bytes, w->row_bytes,
-                                  xq + (size_t)t * xrb, xrb, nb, y + (size_t)t * ys + (size_t)r, ys};
+                struct tile tl = {(const uint8_t *)w->data + (size_t)r * w->row_bytes,
+                                  w->row_bytes,
+                                  xq + (size_t)t * xrb,
+                                  xrb,
+                                  nb,
+                                  y + (size_t)t * ys + (size_t)r,
+                                  ys};
                 fns[nr - 1][nt - 1](&tl);
             }
         }
@@ -102,7 +109,8 @@ static ALWAYS_INLINE void store_tile(const struct tile *a, int R, int T, __m256 
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) a->y[(size_t)t * a->ys + (size_t)r] = hsum(acc[r][t]);
+        for (int t = 0; t < T; t++)
+            a->y[(size_t)t * a->ys + (size_t)r] = hsum(acc[r][t]);
 }
 
 static ALWAYS_INLINE void zero_tile(int R, int T, __m256 acc[4][4])
@@ -110,7 +118,8 @@ static ALWAYS_INLINE void zero_tile(int R, int T, __m256 acc[4][4])
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm256_setzero_ps();
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -133,8 +142,8 @@ static ALWAYS_INLINE void q80_tile_gen(const struct tile *a, int R, int T, int q
             wd[r] = f16(p);
             if (q4) {
                 __m128i q = _mm_loadu_si128((const __m128i *)(p + 2));
-                wa[r] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1),
-                                         lo4);
+                wa[r] = _mm256_and_si256(
+                    _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), lo4);
             } else {
                 wv[r] = _mm256_loadu_si256((const __m256i *)(p + 2));
                 wa[r] = _mm256_sign_epi8(wv[r], wv[r]);
@@ -167,17 +176,22 @@ static ALWAYS_INLINE void q40_tile(const struct tile *a, int R, int T)
     q80_tile_gen(a, R, T, 1);
 }
 
-INST_ROW(q80, 1) INST_ROW(q80, 2)
-INST_ROW(q40, 1) INST_ROW(q40, 2)
+// clang-format off
+INST_ROW(q80, 1)
+INST_ROW(q80, 2)
+INST_ROW(q40, 1)
+INST_ROW(q40, 2)
+// clang-format on
 
 /* ------------------------------------------------------------------------------------------------------------
- * Q4_K and Q6_K times Q8_K: one weight row at a time against up to 4 activation rows, 32 values per step, so
- * the unpacked weights of a step fit in registers next to the integer and float accumulators.
+ * Q4_K and Q6_K times Q8_K: one weight row at a time against up to 4 activation rows, 32 values per step,
+ * so the unpacked weights of a step fit in registers next to the integer and float accumulators.
  */
 
 static ALWAYS_INLINE __m256i sc_pair(int a, int b) /* int16 [a x8, b x8] */
 {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a)), _mm_set1_epi16((short)b), 1);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a)), _mm_set1_epi16((short)b),
+                                   1);
 }
 
 static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
@@ -204,7 +218,8 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
         memcpy(mn, u + 2, 8);
         __m256i isum[4];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) isum[t] = _mm256_setzero_si256();
+        for (int t = 0; t < T; t++)
+            isum[t] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
             __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
@@ -214,7 +229,8 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
                 const uint8_t *x = a->x + (size_t)t * a->xrb + (size_t)i * 292 + 4 + 64 * j;
                 __m256i p0 = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)x));
                 __m256i p1 = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(x + 32)));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+                isum[t] = _mm256_add_epi32(
+                    isum[t], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
             }
         }
         __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
@@ -296,10 +312,13 @@ INST_ROW(q6k, 1)
 static ALWAYS_INLINE __m256 wload(const uint8_t *p, int kind)
 {
     switch (kind) {
-    case 0: return _mm256_loadu_ps((const float *)p);
-    case 1: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    case 0:
+        return _mm256_loadu_ps((const float *)p);
+    case 1:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     default:
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
     }
 }
 
@@ -307,9 +326,13 @@ static ALWAYS_INLINE float wscalar(const uint8_t *p, int kind)
 {
     uint16_t h;
     switch (kind) {
-    case 0: return ld32f(p);
-    case 1: return f16(p);
-    default: memcpy(&h, p, 2); return tensor_bf16_to_f32(h);
+    case 0:
+        return ld32f(p);
+    case 1:
+        return f16(p);
+    default:
+        memcpy(&h, p, 2);
+        return tensor_bf16_to_f32(h);
     }
 }
 
@@ -331,7 +354,8 @@ static ALWAYS_INLINE void flt_tile(const struct tile *a, int R, int T, int kind)
         for (int t = 0; t < T; t++) {
             __m256 xv = _mm256_loadu_ps((const float *)(a->x + (size_t)t * a->xrb) + i);
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
 #pragma GCC unroll 4
@@ -340,7 +364,8 @@ static ALWAYS_INLINE void flt_tile(const struct tile *a, int R, int T, int kind)
         for (int t = 0; t < T; t++) {
             float s = hsum(acc[r][t]);
             const float *x = (const float *)(a->x + (size_t)t * a->xrb);
-            for (int64_t k = i; k < n; k++) s += wscalar(a->w + (size_t)r * a->wrb + (size_t)k * es, kind) * x[k];
+            for (int64_t k = i; k < n; k++)
+                s += wscalar(a->w + (size_t)r * a->wrb + (size_t)k * es, kind) * x[k];
             a->y[(size_t)t * a->ys + (size_t)r] = s;
         }
 }
@@ -358,9 +383,20 @@ static ALWAYS_INLINE void bf16_tile(const struct tile *a, int R, int T)
     flt_tile(a, R, T, 2);
 }
 
-INST_ROW(f32, 1) INST_ROW(f32, 2) INST_ROW(f32, 3) INST_ROW(f32, 4)
-INST_ROW(f16, 1) INST_ROW(f16, 2) INST_ROW(f16, 3) INST_ROW(f16, 4)
-INST_ROW(bf16, 1) INST_ROW(bf16, 2) INST_ROW(bf16, 3) INST_ROW(bf16, 4)
+// clang-format off
+INST_ROW(f32, 1)
+INST_ROW(f32, 2)
+INST_ROW(f32, 3)
+INST_ROW(f32, 4)
+INST_ROW(f16, 1)
+INST_ROW(f16, 2)
+INST_ROW(f16, 3)
+INST_ROW(f16, 4)
+INST_ROW(bf16, 1)
+INST_ROW(bf16, 2)
+INST_ROW(bf16, 3)
+INST_ROW(bf16, 4)
+// clang-format on
 
 /* ------------------------------------------------------------------------------------------------------------
  * Entry points.
@@ -377,14 +413,29 @@ bool tensor_matmul_rows_avx2(const struct tensor_mat *w, const void *xq, int n_t
     int64_t n = w->n_cols;
     size_t x8 = (size_t)(n / 32) * 34, xk = (size_t)(n / 256) * 292, xf = (size_t)n * 4;
     switch (w->type) {
-    case TENSOR_Q8_0: drive(t_q80, 2, 4, w, xq, x8, n_tok, y, y_stride, r0, r1, n / 32); return true;
-    case TENSOR_Q4_0: drive(t_q40, 2, 4, w, xq, x8, n_tok, y, y_stride, r0, r1, n / 32); return true;
-    case TENSOR_Q4_K: drive(t_q4k, 1, 4, w, xq, xk, n_tok, y, y_stride, r0, r1, n / 256); return true;
-    case TENSOR_Q6_K: drive(t_q6k, 1, 4, w, xq, xk, n_tok, y, y_stride, r0, r1, n / 256); return true;
-    case TENSOR_F32: drive(t_f32, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n); return true;
-    case TENSOR_F16: drive(t_f16, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n); return true;
-    case TENSOR_BF16: drive(t_bf16, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n); return true;
-    default: return false;
+    case TENSOR_Q8_0:
+        drive(t_q80, 2, 4, w, xq, x8, n_tok, y, y_stride, r0, r1, n / 32);
+        return true;
+    case TENSOR_Q4_0:
+        drive(t_q40, 2, 4, w, xq, x8, n_tok, y, y_stride, r0, r1, n / 32);
+        return true;
+    case TENSOR_Q4_K:
+        drive(t_q4k, 1, 4, w, xq, xk, n_tok, y, y_stride, r0, r1, n / 256);
+        return true;
+    case TENSOR_Q6_K:
+        drive(t_q6k, 1, 4, w, xq, xk, n_tok, y, y_stride, r0, r1, n / 256);
+        return true;
+    case TENSOR_F32:
+        drive(t_f32, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    case TENSOR_F16:
+        drive(t_f16, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    case TENSOR_BF16:
+        drive(t_bf16, 4, 2, w, xq, xf, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -417,15 +468,18 @@ static void act_q8_0(const float *x, uint8_t *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 32, b += 34) {
         __m256 v[4];
-        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(abs8(v[0]), abs8(v[1])), _mm256_max_ps(abs8(v[2]), abs8(v[3])));
+        for (int k = 0; k < 4; k++)
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 m =
+            _mm256_max_ps(_mm256_max_ps(abs8(v[0]), abs8(v[1])), _mm256_max_ps(abs8(v[2]), abs8(v[3])));
         float amax = hmax(m);
         float d = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
         uint16_t h = tensor_f32_to_f16(d);
         memcpy(b, &h, 2);
         __m256 s = _mm256_set1_ps(id);
         __m256i q[4];
-        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], s));
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], s));
         _mm256_storeu_si256((__m256i *)(b + 2), pack32(q[0], q[1], q[2], q[3]));
     }
 }
@@ -434,7 +488,8 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 256, b += 292) {
         __m256 am = _mm256_setzero_ps();
-        for (int j = 0; j < 256; j += 8) am = _mm256_max_ps(am, abs8(_mm256_loadu_ps(x + j)));
+        for (int j = 0; j < 256; j += 8)
+            am = _mm256_max_ps(am, abs8(_mm256_loadu_ps(x + j)));
         float amax = hmax(am);
         if (amax == 0.f) {
             memset(b, 0, 292);
@@ -453,7 +508,8 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
         for (int j = 0; j < 256; j += 32) {
             __m256i q[4];
             for (int k = 0; k < 4; k++)
-                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * k), s)), lim);
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * k), s)),
+                                        lim);
             _mm256_storeu_si256((__m256i *)(b + 4 + j), pack32(q[0], q[1], q[2], q[3]));
             int16_t s0 = (int16_t)hsum_i32(_mm256_add_epi32(q[0], q[1]));
             int16_t s1 = (int16_t)hsum_i32(_mm256_add_epi32(q[2], q[3]));
@@ -468,8 +524,13 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
 bool tensor_act_row_avx2(uint32_t vdt, const float *x, void *dst, int64_t n)
 {
     switch (vdt) {
-    case TENSOR_Q8_0: act_q8_0(x, dst, n / 32); return true;
-    case TENSOR_Q8_K: act_q8_k(x, dst, n / 256); return true;
-    default: return false;
+    case TENSOR_Q8_0:
+        act_q8_0(x, dst, n / 32);
+        return true;
+    case TENSOR_Q8_K:
+        act_q8_k(x, dst, n / 256);
+        return true;
+    default:
+        return false;
     }
 }

@@ -4,16 +4,16 @@
  * Every product is computed in tiles of up to R weight rows by T activation rows: the weights of a tile are
  * loaded and unpacked once per block and used against T activation rows held in the same registers, which is
  * what makes batched decode and prefill cheaper per token than T separate matrix-vector products. Each (row,
- * token) pair keeps its own accumulator and is summed in the same order whatever the tile shape, so results do
- * not depend on how rows are split over threads.
+ * token) pair keeps its own accumulator and is summed in the same order whatever the tile shape, so results
+ * do not depend on how rows are split over threads.
  *
- * Integer products use vpdpbusd (unsigned bytes times signed bytes, summed in fours into int32). The weight is
- * made the unsigned operand and the bias this adds is removed with the activation's byte sums:
- *   Q8_0: w + 128 (w xor 0x80) times x  =  w*x + 128*x   -> start the accumulator at -128 * sum4(x)
- *   Q4_0: nibble n = w + 8 times x       =  w*x + 8*x     -> start it at -8 * sum4(x)
- * Each int32 lane then holds an exact partial dot of 4 values, so no sign fix-up of x per weight is needed.
- * K-quants multiply bytes into int16 pairs (vpmaddubsw, which cannot saturate for 4- and 6-bit weights) and
- * apply the per-group scales with vpdpwssd; Q4_K's mins and Q6_K's -32 offset come from Q8_K's bsums.
+ * Integer products use vpdpbusd (unsigned bytes times signed bytes, summed in fours into int32). The weight
+ * is made the unsigned operand and the bias this adds is removed with the activation's byte sums: Q8_0: w +
+ * 128 (w xor 0x80) times x  =  w*x + 128*x   -> start the accumulator at -128 * sum4(x) Q4_0: nibble n = w +
+ * 8 times x       =  w*x + 8*x     -> start it at -8 * sum4(x) Each int32 lane then holds an exact partial
+ * dot of 4 values, so no sign fix-up of x per weight is needed. K-quants multiply bytes into int16 pairs
+ * (vpmaddubsw, which cannot saturate for 4- and 6-bit weights) and apply the per-group scales with vpdpwssd;
+ * Q4_K's mins and Q6_K's -32 offset come from Q8_K's bsums.
  */
 #include "core/core.h"
 #include "tensor/tensor_kern.h"
@@ -42,11 +42,12 @@ static ALWAYS_INLINE float f16(const uint8_t *p)
     return _cvtsh_ss((unsigned short)ld16(p));
 }
 
-/* One tile: R weight rows from w (rows wrb bytes apart) times T activation rows from x (xrb apart); results go
- * to y[t*ys + r]. nb is the number of blocks per row. */
-/* Weights are prefetched this many bytes ahead of the rows being multiplied. A decode step streams hundreds of
- * MB once, and the hardware prefetchers alone leave a single thread at about half of the memory bandwidth; with
- * the software prefetch one thread gets about 3/4 of it and two threads all of it (Zen 5, 4 KiB pages). */
+/* One tile: R weight rows from w (rows wrb bytes apart) times T activation rows from x (xrb apart); results
+ * go to y[t*ys + r]. nb is the number of blocks per row. */
+/* Weights are prefetched this many bytes ahead of the rows being multiplied. A decode step streams hundreds
+ * of MB once, and the hardware prefetchers alone leave a single thread at about half of the memory bandwidth;
+ * with the software prefetch one thread gets about 3/4 of it and two threads all of it (Zen 5, 4 KiB pages).
+ */
 #define PF_DIST 8192
 
 static ALWAYS_INLINE void prefetch(const uint8_t *p)
@@ -66,21 +67,27 @@ struct tile {
 
 typedef void (*tile_fn)(const struct tile *);
 
-#define INST(K, R, T)                                                                                             \
-    static void K##_##R##_##T(const struct tile *a)                                                               \
-    {                                                                                                             \
-        K##_tile(a, R, T);                                                                                        \
+#define INST(K, R, T)                                                                                        \
+    static void K##_##R##_##T(const struct tile *a)                                                          \
+    {                                                                                                        \
+        K##_tile(a, R, T);                                                                                   \
     }
 #define INST_ROW(K, R) INST(K, R, 1) INST(K, R, 2) INST(K, R, 3) INST(K, R, 4)
 #define INST_ALL(K) INST_ROW(K, 1) INST_ROW(K, 2) INST_ROW(K, 3) INST_ROW(K, 4)
-#define TROW(K, R) {K##_##R##_1, K##_##R##_2, K##_##R##_3, K##_##R##_4}
-#define TABLE(K) {TROW(K, 1), TROW(K, 2), TROW(K, 3), TROW(K, 4)}
+#define TROW(K, R)                                                                                           \
+    {                                                                                                        \
+        K##_##R##_1, K##_##R##_2, K##_##R##_3, K##_##R##_4                                                   \
+    }
+#define TABLE(K)                                                                                             \
+    {                                                                                                        \
+        TROW(K, 1), TROW(K, 2), TROW(K, 3), TROW(K, 4)                                                       \
+    }
 
 /* Runs the tiles over rows [r0, r1) and all tokens. Tokens are taken in chunks whose activations stay in L2
- * while every weight row of the range passes by; inside a chunk the weight tile is the outer loop, so it stays
- * in L1 while the chunk's activations stream past it. */
-static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat *w, const uint8_t *xq, size_t xrb,
-                  int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
+ * while every weight row of the range passes by; inside a chunk the weight tile is the outer loop, so it
+ * stays in L1 while the chunk's activations stream past it. */
+static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat *w, const uint8_t *xq,
+                  size_t xrb, int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
 {
     int tchunk = (int)((256 * 1024) / (xrb ? xrb : 1));
     tchunk = tchunk < tmax ? tmax : tchunk - tchunk % tmax;
@@ -90,8 +97,13 @@ static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat
             int nr = r1 - r < rmax ? (int)(r1 - r) : rmax;
             for (int t = t0; t < t1; t += tmax) {
                 int nt = t1 - t < tmax ? t1 - t : tmax;
-                struct tile tl = {(const uint8_t *)w->data + (size_t)r * w->row_bytes, w->row_bytes,
-                                  xq + (size_t)t * xrb, xrb, nb, y + (size_t)t * ys + (size_t)r, ys};
+                struct tile tl = {(const uint8_t *)w->data + (size_t)r * w->row_bytes,
+                                  w->row_bytes,
+                                  xq + (size_t)t * xrb,
+                                  xrb,
+                                  nb,
+                                  y + (size_t)t * ys + (size_t)r,
+                                  ys};
                 fns[nr - 1][nt - 1](&tl);
             }
         }
@@ -130,7 +142,8 @@ static ALWAYS_INLINE __m512i q4_pair(const uint8_t *p, int one)
     return _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
 }
 
-static ALWAYS_INLINE void q80_step(const struct tile *a, int R, int T, int q4, int64_t i, int one, __m512 acc[4][4])
+static ALWAYS_INLINE void q80_step(const struct tile *a, int R, int T, int q4, int64_t i, int one,
+                                   __m512 acc[4][4])
 {
     const size_t bs = q4 ? 18 : 34;
     __m512i wv[4];
@@ -149,7 +162,8 @@ static ALWAYS_INLINE void q80_step(const struct tile *a, int R, int T, int q4, i
         const uint8_t *p = a->x + (size_t)t * a->xrb + (size_t)i * 34;
         __m512i xv = q8_pair(p, 34, one);
         __m512 xd = d_pair(p, 34, one);
-        __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xv));
+        __m512i nc =
+            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xv));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             __m512i s = _mm512_dpbusd_epi32(nc, wv[r], xv);
@@ -163,7 +177,8 @@ static ALWAYS_INLINE void store_tile(const struct tile *a, int R, int T, __m512 
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) a->y[(size_t)t * a->ys + (size_t)r] = _mm512_reduce_add_ps(acc[r][t]);
+        for (int t = 0; t < T; t++)
+            a->y[(size_t)t * a->ys + (size_t)r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 static ALWAYS_INLINE void q80_tile_gen(const struct tile *a, int R, int T, int q4)
@@ -172,9 +187,11 @@ static ALWAYS_INLINE void q80_tile_gen(const struct tile *a, int R, int T, int q
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 2 <= a->nb; i += 2) q80_step(a, R, T, q4, i, 0, acc);
+    for (; i + 2 <= a->nb; i += 2)
+        q80_step(a, R, T, q4, i, 0, acc);
     if (i < a->nb) q80_step(a, R, T, q4, i, 1, acc);
     store_tile(a, R, T, acc);
 }
@@ -210,9 +227,9 @@ static ALWAYS_INLINE void q4k_unpack(const uint8_t *b, struct q4k_w *u)
     uint32_t s[3], t[4];
     memcpy(s, b + 4, 12);
     const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
-    t[0] = s[0] & m6;                                  /* scales 0..3 */
-    t[1] = (s[2] & m4) | (((s[0] >> 6) & m2) << 4);    /* scales 4..7 */
-    t[2] = s[1] & m6;                                  /* mins 0..3 */
+    t[0] = s[0] & m6;                                      /* scales 0..3 */
+    t[1] = (s[2] & m4) | (((s[0] >> 6) & m2) << 4);        /* scales 4..7 */
+    t[2] = s[1] & m6;                                      /* mins 0..3 */
     t[3] = ((s[2] >> 4) & m4) | (((s[1] >> 6) & m2) << 4); /* mins 4..7 */
     uint64_t sc, mn;
     memcpy(&sc, t, 8);
@@ -220,11 +237,10 @@ static ALWAYS_INLINE void q4k_unpack(const uint8_t *b, struct q4k_w *u)
     __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
-        const __m512i idx = _mm512_set_epi16(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
-                                             2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
-                                             2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j,
-                                             2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
-                                             2 * j, 2 * j);
+        const __m512i idx = _mm512_set_epi16(
+            2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+            2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j,
+            2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j);
         u->sc[j] = _mm512_permutexvar_epi16(idx, sc16);
         __m256i y = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
         __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(y), y, 1);
@@ -241,7 +257,8 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < a->nb; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
@@ -257,7 +274,8 @@ static ALWAYS_INLINE void q4k_tile(const struct tile *a, int R, int T)
                 __m512i s = _mm512_setzero_si512();
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    __m512i pr = _mm512_maddubs_epi16(u.q[j], _mm512_loadu_si512((const void *)(x + 4 + 64 * j)));
+                    __m512i pr =
+                        _mm512_maddubs_epi16(u.q[j], _mm512_loadu_si512((const void *)(x + 4 + 64 * j)));
                     s = _mm512_dpwssd_epi32(s, pr, u.sc[j]);
                 }
                 __m256i m = _mm256_madd_epi16(u.mins, _mm256_loadu_si256((const __m256i *)(x + 260)));
@@ -292,15 +310,15 @@ static ALWAYS_INLINE void q6k_unpack(const uint8_t *b, struct q6k_w *u)
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
         const int g = 4 * k;
-        const __m512i idx = _mm512_set_epi16(g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2,
-                                             g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 1, g + 1, g + 1, g + 1,
-                                             g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
+        const __m512i idx = _mm512_set_epi16(
+            g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2,
+            g + 2, g + 2, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
         u->sc[k] = _mm512_permutexvar_epi16(idx, sc);
     }
     const __m512i lo4 = _mm512_set1_epi8(0x0f), hi2 = _mm512_set1_epi8(0x30);
-    const __m512i shl = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                         0x0002000200020002, 0x0004000400040004, 0x0004000400040004,
-                                         0x0004000400040004, 0x0004000400040004);
+    const __m512i shl =
+        _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                         0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
     const __m512i shr = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
                                          0x0002000200020002, 0, 0, 0, 0);
 #pragma GCC unroll 2
@@ -322,7 +340,8 @@ static ALWAYS_INLINE void q6k_tile(const struct tile *a, int R, int T)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < a->nb; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
@@ -337,10 +356,12 @@ static ALWAYS_INLINE void q6k_tile(const struct tile *a, int R, int T)
             for (int t = 0; t < T; t++) {
                 const uint8_t *x = a->x + (size_t)t * a->xrb + (size_t)i * 292;
                 __m256i c = _mm256_madd_epi16(u.sc16, _mm256_loadu_si256((const __m256i *)(x + 260)));
-                __m512i s = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5)));
+                __m512i s =
+                    _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5)));
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    __m512i pr = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512((const void *)(x + 4 + 64 * k)));
+                    __m512i pr =
+                        _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512((const void *)(x + 4 + 64 * k)));
                     s = _mm512_dpwssd_epi32(s, pr, u.sc[k]);
                 }
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(u.d * ld32f(x)), acc[r][t]);
@@ -359,9 +380,13 @@ INST_ALL(q6k)
 static ALWAYS_INLINE __m512 wload(const uint8_t *p, int kind, __mmask16 m)
 {
     switch (kind) {
-    case 0: return _mm512_maskz_loadu_ps(m, p);
-    case 1: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-    default: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    case 0:
+        return _mm512_maskz_loadu_ps(m, p);
+    case 1:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    default:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
     }
 }
 
@@ -380,7 +405,8 @@ static ALWAYS_INLINE void flt_step(const struct tile *a, int R, int T, int kind,
     for (int t = 0; t < T; t++) {
         __m512 xv = _mm512_maskz_loadu_ps(m, a->x + (size_t)t * a->xrb + (size_t)i * 4);
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        for (int r = 0; r < R; r++)
+            acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
     }
 }
 
@@ -390,9 +416,11 @@ static ALWAYS_INLINE void flt_tile(const struct tile *a, int R, int T, int kind)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
     int64_t i = 0, n = a->nb; /* nb counts values here */
-    for (; i + 16 <= n; i += 16) flt_step(a, R, T, kind, i, 0xffff, acc);
+    for (; i + 16 <= n; i += 16)
+        flt_step(a, R, T, kind, i, 0xffff, acc);
     if (i < n) flt_step(a, R, T, kind, i, (__mmask16)((1u << (n - i)) - 1), acc);
     store_tile(a, R, T, acc);
 }
@@ -417,19 +445,19 @@ INST_ALL(bf16)
 /* ------------------------------------------------------------------------------------------------------------
  * Batched Q8_0 and Q4_0: activations interleaved across tokens.
  *
- * For n_tok >= XI_MIN_TOK the activations are first rearranged into groups so that one register holds the same
- * quants of several tokens, stored as x + 128 (unsigned). A group is 16 tokens with one 4-byte piece per lane
- * (L = 1), 8 tokens with two (L = 2) or 4 tokens with four (L = 4): lane l belongs to token l / L and holds
- * bytes 4 * (L * jj + l % L) .. +3 of the block in register jj. A weight row then multiplies the whole group at
- * once: the matching 4 * L bytes of the weight block are broadcast (32-, 64- or 128-bit) and fed to vpdpbusd
- * against the group, 8 / L instructions per block. The int32 lanes are per-token partial dot products, so
- * there is no horizontal reduction inside the loop and only one float multiply-add per block for the group
- * (against four integer and float operations per pair of blocks and token in the tile kernels); the L lanes of
- * a token share its scale, so they are added only once at the end. The +128 bias adds 128 * sum(w) to a token;
- * that sum is computed once per weight block and row tile and starts one lane of each token. Padding lanes hold
- * x = 0 and a zero scale. Groups of 16 are used while more than 8 tokens remain, then 8, then 4. Below
- * XI_MIN_TOK tokens the per-row preparation (block sums and scales, xi_prep) is not repaid and the tile
- * kernels are used.
+ * For n_tok >= XI_MIN_TOK the activations are first rearranged into groups so that one register holds the
+ * same quants of several tokens, stored as x + 128 (unsigned). A group is 16 tokens with one 4-byte piece per
+ * lane (L = 1), 8 tokens with two (L = 2) or 4 tokens with four (L = 4): lane l belongs to token l / L and
+ * holds bytes 4 * (L * jj + l % L) .. +3 of the block in register jj. A weight row then multiplies the whole
+ * group at once: the matching 4 * L bytes of the weight block are broadcast (32-, 64- or 128-bit) and fed to
+ * vpdpbusd against the group, 8 / L instructions per block. The int32 lanes are per-token partial dot
+ * products, so there is no horizontal reduction inside the loop and only one float multiply-add per block for
+ * the group (against four integer and float operations per pair of blocks and token in the tile kernels); the
+ * L lanes of a token share its scale, so they are added only once at the end. The +128 bias adds 128 * sum(w)
+ * to a token; that sum is computed once per weight block and row tile and starts one lane of each token.
+ * Padding lanes hold x = 0 and a zero scale. Groups of 16 are used while more than 8 tokens remain, then 8,
+ * then 4. Below XI_MIN_TOK tokens the per-row preparation (block sums and scales, xi_prep) is not repaid and
+ * the tile kernels are used.
  *
  * Group layout, per block: 8 / L registers of quants, then 16 float scales (each token's scale in its lanes).
  * Everything lives on the stack (about 180 KB at most), and as many groups as fit in XI_STACK are prepared
@@ -442,8 +470,8 @@ INST_ALL(bf16)
 #define XI_R 8
 #define XI_MAX_COLS 8192
 
-/* acc += u8(a) * s8(the 4 bytes at p, in every lane). Written in assembly because compilers load the broadcast
- * separately, and on Zen 5 the fused form relieves the load ports, which limit this kernel. */
+/* acc += u8(a) * s8(the 4 bytes at p, in every lane). Written in assembly because compilers load the
+ * broadcast separately, and on Zen 5 the fused form relieves the load ports, which limit this kernel. */
 static ALWAYS_INLINE __m512i dpbusd_bcst(__m512i acc, __m512i a, const uint8_t *p)
 {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const int32_t *)p));
@@ -474,7 +502,8 @@ static void xi_build(const uint8_t *xq, size_t xrb, int nt, int L, int64_t nb, u
     for (int64_t b = 0; b < nb; b++, g += xi_block_bytes(L)) {
         const uint8_t *base = xq + (size_t)b * 34;
         for (int jj = 0; jj < nreg; jj++) {
-            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, qoff, base + 2 + 4 * L * jj, 1);
+            __m512i v =
+                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, qoff, base + 2 + 4 * L * jj, 1);
             _mm512_store_si512((void *)(g + 64 * jj), _mm512_xor_si512(v, bias));
         }
         __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, toff, base, 1);
@@ -485,17 +514,20 @@ static void xi_build(const uint8_t *xq, size_t xrb, int nt, int L, int64_t nb, u
 /* R weight rows (int8 quants at w, rows wrs bytes apart, blocks wbs apart) times one group of L lanes per
  * token; dw and corr hold the rows' block scales and -128 * block sums, [block][8 rows] (xi_prep). */
 static ALWAYS_INLINE void xi_kernel(int L, int R, const uint8_t *w, size_t wrs, size_t wbs, const float *dw,
-                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys, int nt)
+                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys,
+                                    int nt)
 {
     const int nreg = 8 / L;
     const __mmask16 first = L == 1 ? 0xffff : L == 2 ? 0x5555 : 0x1111; /* one lane per token gets corr */
     __m512 acc[XI_R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; r++)
+        acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, g += xi_block_bytes(L)) {
         __m512i xv[8];
 #pragma GCC unroll 8
-        for (int jj = 0; jj < nreg; jj++) xv[jj] = _mm512_load_si512((const void *)(g + 64 * jj));
+        for (int jj = 0; jj < nreg; jj++)
+            xv[jj] = _mm512_load_si512((const void *)(g + 64 * jj));
         __m512 xd = _mm512_load_ps((const void *)(g + 64 * nreg));
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
@@ -512,10 +544,12 @@ static ALWAYS_INLINE void xi_kernel(int L, int R, const uint8_t *w, size_t wrs, 
                     memcpy(&v, q, 8);
                     s = _mm512_dpbusd_epi32(s, xv[jj], _mm512_set1_epi64(v));
                 } else {
-                    s = _mm512_dpbusd_epi32(s, xv[jj], _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q)));
+                    s = _mm512_dpbusd_epi32(s, xv[jj],
+                                            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)q)));
                 }
             }
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(xd, _mm512_set1_ps(dw[8 * b + r])), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(xd, _mm512_set1_ps(dw[8 * b + r])),
+                                     acc[r]);
         }
     }
 #pragma GCC unroll 8
@@ -525,25 +559,29 @@ static ALWAYS_INLINE void xi_kernel(int L, int R, const uint8_t *w, size_t wrs, 
         if (L >= 4) a = _mm512_add_ps(a, _mm512_permute_ps(a, 0x4e)); /* lanes 4k .. 4k+3 */
         float v[16];
         _mm512_storeu_ps(v, a);
-        for (int t = 0; t < nt; t++) y[(size_t)t * ys + (size_t)r] = v[t * L];
+        for (int t = 0; t < nt; t++)
+            y[(size_t)t * ys + (size_t)r] = v[t * L];
     }
 }
 
-typedef void (*xi_fn)(const uint8_t *, size_t, size_t, const float *, const int32_t *, const uint8_t *, int64_t,
-                      float *, size_t, int);
+typedef void (*xi_fn)(const uint8_t *, size_t, size_t, const float *, const int32_t *, const uint8_t *,
+                      int64_t, float *, size_t, int);
 
-#define XI_INST(L, R)                                                                                             \
-    static void xi_kernel_##L##_##R(const uint8_t *w, size_t wrs, size_t wbs, const float *dw,                    \
-                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys,       \
-                                    int nt)                                                                       \
-    {                                                                                                             \
-        xi_kernel(L, R, w, wrs, wbs, dw, corr, g, nb, y, ys, nt);                                                 \
+#define XI_INST(L, R)                                                                                        \
+    static void xi_kernel_##L##_##R(const uint8_t *w, size_t wrs, size_t wbs, const float *dw,               \
+                                    const int32_t *corr, const uint8_t *g, int64_t nb, float *y, size_t ys,  \
+                                    int nt)                                                                  \
+    {                                                                                                        \
+        xi_kernel(L, R, w, wrs, wbs, dw, corr, g, nb, y, ys, nt);                                            \
     }
-#define XI_INST_L(L)                                                                                              \
-    XI_INST(L, 1) XI_INST(L, 2) XI_INST(L, 3) XI_INST(L, 4) XI_INST(L, 5) XI_INST(L, 6) XI_INST(L, 7) XI_INST(L, 8)
-#define XI_ROW(L)                                                                                                 \
-    {xi_kernel_##L##_1, xi_kernel_##L##_2, xi_kernel_##L##_3, xi_kernel_##L##_4,                                  \
-     xi_kernel_##L##_5, xi_kernel_##L##_6, xi_kernel_##L##_7, xi_kernel_##L##_8}
+#define XI_INST_L(L)                                                                                         \
+    XI_INST(L, 1)                                                                                            \
+    XI_INST(L, 2) XI_INST(L, 3) XI_INST(L, 4) XI_INST(L, 5) XI_INST(L, 6) XI_INST(L, 7) XI_INST(L, 8)
+#define XI_ROW(L)                                                                                            \
+    {                                                                                                        \
+        xi_kernel_##L##_1, xi_kernel_##L##_2, xi_kernel_##L##_3, xi_kernel_##L##_4, xi_kernel_##L##_5,       \
+            xi_kernel_##L##_6, xi_kernel_##L##_7, xi_kernel_##L##_8                                          \
+    }
 XI_INST_L(1)
 XI_INST_L(2)
 XI_INST_L(4)
@@ -557,17 +595,21 @@ static void xi_prep(const uint8_t *wq, size_t wrs, size_t wbs, const uint8_t *wd
 {
     const __m512i c128 = _mm512_set1_epi8((char)0x80);
     const __m512i perm = _mm512_set_epi32(15, 15, 15, 15, 15, 15, 15, 15, 11, 3, 10, 2, 9, 1, 8, 0);
-    const __m256i ridx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes));
+    const __m256i ridx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes));
     const __mmask8 rmask = (__mmask8)((1u << nr) - 1);
     for (int64_t b = 0; b < nb; b++) {
         __m512i z[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
-            __m256i lo = 2 * i < nr ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i) * wrs + (size_t)b * wbs))
-                                    : _mm256_setzero_si256();
-            __m256i hi = 2 * i + 1 < nr
-                             ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i + 1) * wrs + (size_t)b * wbs))
-                             : _mm256_setzero_si256();
+            __m256i lo =
+                2 * i < nr
+                    ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i) * wrs + (size_t)b * wbs))
+                    : _mm256_setzero_si256();
+            __m256i hi =
+                2 * i + 1 < nr
+                    ? _mm256_loadu_si256((const __m256i *)(wq + (size_t)(2 * i + 1) * wrs + (size_t)b * wbs))
+                    : _mm256_setzero_si256();
             z[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c128,
                                        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
         }
@@ -577,7 +619,8 @@ static void xi_prep(const uint8_t *wq, size_t wrs, size_t wbs, const uint8_t *wd
         u = _mm512_add_epi32(u, _mm512_shuffle_i64x2(u, u, 0xb1));
         __m256i sums = _mm512_castsi512_si256(_mm512_permutexvar_epi32(perm, u)); /* rows 0..7 */
         _mm256_storeu_si256((__m256i *)(corr + 8 * b), _mm256_sub_epi32(_mm256_setzero_si256(), sums));
-        __m256i d = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), rmask, ridx, (const int *)(wd + (size_t)b * bs), 1);
+        __m256i d = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), rmask, ridx,
+                                                 (const int *)(wd + (size_t)b * bs), 1);
         _mm256_storeu_ps(dw + 8 * b, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d)));
     }
 }
@@ -587,8 +630,8 @@ struct xi_group {
     size_t off;
 };
 
-static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, float *y, size_t ys, int64_t r0,
-                      int64_t r1)
+static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, float *y, size_t ys,
+                      int64_t r0, int64_t r1)
 {
     static const xi_fn fns[3][XI_R] = {XI_ROW(1), XI_ROW(2), XI_ROW(4)};
     const int q4 = w->type == TENSOR_Q4_0;
@@ -597,8 +640,8 @@ static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, 
     if (w->n_cols > XI_MAX_COLS || (size_t)nb * xi_block_bytes(1) > XI_STACK) return false;
     _Alignas(64) uint8_t buf[XI_STACK];
     _Alignas(64) int8_t unpacked[XI_R * XI_MAX_COLS]; /* Q4_0 rows as signed bytes */
-    float dw[XI_R * XI_MAX_COLS / 32];      /* [block][row] */
-    int32_t corr[XI_R * XI_MAX_COLS / 32];  /* [block][row] */
+    float dw[XI_R * XI_MAX_COLS / 32];                /* [block][row] */
+    int32_t corr[XI_R * XI_MAX_COLS / 32];            /* [block][row] */
     for (int t0 = 0; t0 < n_tok;) {
         /* Build as many groups as fit, largest first. */
         struct xi_group gs[XI_STACK / 576 + 3]; /* 16-token groups, then at most one of 8 and one of 4 */
@@ -623,7 +666,8 @@ static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, 
                     const uint8_t *row = wr + (size_t)i * w->row_bytes;
                     for (int64_t b = 0; b < nb; b++) {
                         __m128i v = _mm_loadu_si128((const __m128i *)(row + (size_t)b * 18 + 2));
-                        __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+                        __m256i q =
+                            _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
                         q = _mm256_sub_epi8(_mm256_and_si256(q, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
                         _mm256_store_si256((__m256i *)(unpacked + (size_t)i * w->n_cols + 32 * b), q);
                     }
@@ -634,8 +678,10 @@ static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, 
             xi_prep(wq, wrs, wbs, wr, w->row_bytes, q4 ? 18 : 34, nr, nb, dw, corr);
             for (int gi = 0; gi < n_groups; gi++) {
                 const struct xi_group *g = &gs[gi];
-                fns[g->L == 1 ? 0 : g->L == 2 ? 1 : 2][nr - 1](wq, wrs, wbs, dw, corr, buf + g->off, nb,
-                                                                y + (size_t)g->t * ys + (size_t)r, ys, g->nt);
+                fns[g->L == 1   ? 0
+                    : g->L == 2 ? 1
+                                : 2][nr - 1](wq, wrs, wbs, dw, corr, buf + g->off, nb,
+                                             y + (size_t)g->t * ys + (size_t)r, ys, g->nt);
             }
         }
     }
@@ -646,8 +692,8 @@ static bool xi_matmul(const struct tensor_mat *w, const uint8_t *xq, int n_tok, 
  * Entry points.
  */
 
-bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n_tok, float *y, size_t y_stride,
-                               int64_t r0, int64_t r1)
+bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n_tok, float *y,
+                               size_t y_stride, int64_t r0, int64_t r1)
 {
     static tile_fn t_q80[4][4] = TABLE(q80), t_q40[4][4] = TABLE(q40), t_q4k[4][4] = TABLE(q4k),
                    t_q6k[4][4] = TABLE(q6k), t_f32[4][4] = TABLE(f32), t_f16[4][4] = TABLE(f16),
@@ -657,14 +703,29 @@ bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n
         xi_matmul(w, xq, n_tok, y, y_stride, r0, r1))
         return true;
     switch (w->type) {
-    case TENSOR_Q8_0: drive(t_q80, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32); return true;
-    case TENSOR_Q4_0: drive(t_q40, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32); return true;
-    case TENSOR_Q4_K: drive(t_q4k, 4, 4, w, xq, (size_t)(n / 256) * 292, n_tok, y, y_stride, r0, r1, n / 256); return true;
-    case TENSOR_Q6_K: drive(t_q6k, 4, 4, w, xq, (size_t)(n / 256) * 292, n_tok, y, y_stride, r0, r1, n / 256); return true;
-    case TENSOR_F32: drive(t_f32, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n); return true;
-    case TENSOR_F16: drive(t_f16, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n); return true;
-    case TENSOR_BF16: drive(t_bf16, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n); return true;
-    default: return false;
+    case TENSOR_Q8_0:
+        drive(t_q80, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32);
+        return true;
+    case TENSOR_Q4_0:
+        drive(t_q40, 4, 4, w, xq, (size_t)(n / 32) * 34, n_tok, y, y_stride, r0, r1, n / 32);
+        return true;
+    case TENSOR_Q4_K:
+        drive(t_q4k, 4, 4, w, xq, (size_t)(n / 256) * 292, n_tok, y, y_stride, r0, r1, n / 256);
+        return true;
+    case TENSOR_Q6_K:
+        drive(t_q6k, 4, 4, w, xq, (size_t)(n / 256) * 292, n_tok, y, y_stride, r0, r1, n / 256);
+        return true;
+    case TENSOR_F32:
+        drive(t_f32, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    case TENSOR_F16:
+        drive(t_f16, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    case TENSOR_BF16:
+        drive(t_bf16, 4, 4, w, xq, (size_t)n * 4, n_tok, y, y_stride, r0, r1, n);
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -692,7 +753,8 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 256, b += 292) {
         __m512 am = _mm512_setzero_ps();
-        for (int j = 0; j < 256; j += 16) am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+        for (int j = 0; j < 256; j += 16)
+            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
         float amax = _mm512_reduce_max_ps(am);
         if (amax == 0.f) {
             memset(b, 0, 292);
@@ -701,7 +763,8 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
         /* The signed value of the first element of largest magnitude, as the scalar scan finds it. */
         float max = 0;
         for (int j = 0; j < 256; j += 16) {
-            __mmask16 k = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            __mmask16 k =
+                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
             if (k) {
                 max = x[j + __builtin_ctz(k)];
                 break;
@@ -724,8 +787,13 @@ static void act_q8_k(const float *x, uint8_t *b, int64_t nb)
 bool tensor_act_row_avx512(uint32_t vdt, const float *x, void *dst, int64_t n)
 {
     switch (vdt) {
-    case TENSOR_Q8_0: act_q8_0(x, dst, n / 32); return true;
-    case TENSOR_Q8_K: act_q8_k(x, dst, n / 256); return true;
-    default: return false;
+    case TENSOR_Q8_0:
+        act_q8_0(x, dst, n / 32);
+        return true;
+    case TENSOR_Q8_K:
+        act_q8_k(x, dst, n / 256);
+        return true;
+    default:
+        return false;
     }
 }

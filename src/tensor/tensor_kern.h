@@ -13,8 +13,8 @@
 
 bool tensor_matmul_rows_avx2(const struct tensor_mat *w, const void *xq, int n_tok, float *y, size_t y_stride,
                              int64_t r0, int64_t r1);
-bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n_tok, float *y, size_t y_stride,
-                               int64_t r0, int64_t r1);
+bool tensor_matmul_rows_avx512(const struct tensor_mat *w, const void *xq, int n_tok, float *y,
+                               size_t y_stride, int64_t r0, int64_t r1);
 
 /* Converts one row of n floats to type vdt (Q8_0 activations: llama.cpp's x86 rounding, see tensor.c). */
 bool tensor_act_row_avx2(uint32_t vdt, const float *x, void *dst, int64_t n);
