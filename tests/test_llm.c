@@ -158,6 +158,14 @@ static void check_fixture(const char *name, double tol)
     printf("%-22s max row error vs llama.cpp %.2e (tolerance %.0e)\n", name, worst, tol);
     CHECK(worst < tol);
 
+    /* "The same computation" bound for comparisons between our own runs. With float weights the batched and
+     * one-at-a-time passes differ only in summation order (1e-4 is generous). With quantized weights every
+     * activation row is rounded to 8 bits before each product, so a last-bit difference from another kernel path
+     * (batched products use a different kernel than single rows) can flip a rounding and grow through the layers;
+     * measured on these random-weight fixtures: up to 1.8e-2. Such runs are held to half the reference
+     * tolerance. */
+    double same_tol = tol < 1e-2 ? 1e-4 : tol / 2;
+
     /* One token per forward pass must agree with the batched pass. */
     CHECK_INT_EQ(run_rows(c, ref_tok, n, 1, seqd, V), 0);
     double bs = 0;
@@ -165,8 +173,8 @@ static void check_fixture(const char *name, double tol)
         double e = row_rel_err(seqd + (size_t)i * V, batched + (size_t)i * V, V);
         if (e > bs) bs = e;
     }
-    CHECK(bs < 1e-4);
-    if (bs >= 1e-4) fprintf(stderr, "%s: batched vs sequential differ by %.2e\n", name, bs);
+    printf("%-22s batched vs one token per pass: %.2e\n", name, bs);
+    CHECK(bs < same_tol);
 
     /* Greedy continuation. */
     {
@@ -207,10 +215,10 @@ static void check_fixture(const char *name, double tol)
         CHECK_INT_EQ(banter_seq_len(c, seq), k);
         const float *lg = NULL;
         CHECK_INT_EQ(banter_seq_feed(c, seq, ref_tok + k, n - k, &lg), BANTER_OK);
-        CHECK(lg && row_rel_err(lg, batched + (size_t)(n - 1) * V, V) < 1e-4);
+        CHECK(lg && row_rel_err(lg, batched + (size_t)(n - 1) * V, V) < same_tol);
         CHECK_INT_EQ(banter_seq_len(c, fork_seq), k);
         CHECK_INT_EQ(banter_seq_feed(c, fork_seq, ref_tok + k, n - k, &lg), BANTER_OK);
-        CHECK(lg && row_rel_err(lg, batched + (size_t)(n - 1) * V, V) < 1e-4);
+        CHECK(lg && row_rel_err(lg, batched + (size_t)(n - 1) * V, V) < same_tol);
         banter_seq_close(c, seq);
         banter_seq_close(c, fork_seq);
     }
@@ -231,7 +239,7 @@ static void check_fixture(const char *name, double tol)
         CHECK_INT_EQ(drc, BANTER_OK);
         if (drc != BANTER_OK) fprintf(stderr, "%s: %s\n", name, banter_context_error(c));
         const float *l0 = banter_logits(c, 2 * (k - 1));
-        CHECK(l0 && row_rel_err(l0, batched + (size_t)(k - 1) * V, V) < 1e-4);
+        CHECK(l0 && row_rel_err(l0, batched + (size_t)(k - 1) * V, V) < same_tol);
         float *alone = malloc((size_t)k * V * sizeof(float));
         float *mixed = malloc((size_t)V * sizeof(float));
         const float *l1 = banter_logits(c, nb - 1);
@@ -239,7 +247,7 @@ static void check_fixture(const char *name, double tol)
         if (alone && mixed && l1) {
             memcpy(mixed, l1, (size_t)V * sizeof(float)); /* the next decode reuses the logits buffer */
             CHECK_INT_EQ(run_rows(c, ref_tok + n - k, k, 64, alone, V), 0);
-            CHECK(row_rel_err(mixed, alone + (size_t)(k - 1) * V, V) < 1e-4);
+            CHECK(row_rel_err(mixed, alone + (size_t)(k - 1) * V, V) < same_tol);
         }
         free(alone);
         free(mixed);

@@ -129,6 +129,7 @@ BANTER_API banter_status banter_context_open(const banter_model *m, const banter
     c->rope_cos_swa = scratch(c, (size_t)B * half);
     c->rope_sin_swa = scratch(c, (size_t)B * half);
     c->out_row = core_calloc((size_t)B, sizeof *c->out_row);
+    c->chunk_next = core_calloc((size_t)(4 * hp->n_layer + 1), sizeof *c->chunk_next);
     c->inv_freq = core_calloc((size_t)half, sizeof *c->inv_freq);
     c->inv_freq_swa = core_calloc((size_t)half, sizeof *c->inv_freq_swa);
     c->act_stride = (max_act_size(m, B, c->n_outputs) + 63) & ~(size_t)63;
@@ -136,7 +137,7 @@ BANTER_API banter_status banter_context_open(const banter_model *m, const banter
     c->n_bytes += 3 * c->act_stride;
     if (!c->x || !c->h || !c->q || !c->kb || !c->vb || !c->att || !c->o || !c->g || !c->u || !c->scores ||
         !c->logits || !c->rope_cos || !c->rope_sin || !c->rope_cos_swa || !c->rope_sin_swa || !c->out_row ||
-        !c->inv_freq || !c->inv_freq_swa || !c->actq)
+        !c->inv_freq || !c->inv_freq_swa || !c->actq || !c->chunk_next)
         goto fail;
     for (int i = 0; i < half; i++) {
         double e = -2.0 * i / hp->n_rot;
@@ -175,6 +176,7 @@ BANTER_API void banter_context_close(banter_context *c)
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) core_free_aligned(bufs[i]);
     core_free_aligned(c->actq);
     core_free(c->out_row);
+    core_free((void *)c->chunk_next);
     core_free(c->inv_freq);
     core_free(c->inv_freq_swa);
     pool_close(c->pool);

@@ -37,7 +37,8 @@ struct fwd {
     const banter_batch_entry *e;
     int n;
     int n_out;
-    int stop; /* written by thread 0 before a barrier, read by all after it */
+    int stop;  /* written by thread 0 before a barrier, read by all after it */
+    int phase; /* index of the current matrix phase (each thread keeps its own copy in step) */
 };
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
@@ -100,12 +101,28 @@ static void matmul_group(struct fwd *f, int ith, int nth, const float *x, int n,
         buf_of[k] = b;
     }
     pool_barrier(pool);
+    /* For a few tokens (decode steps), rows are handed out in chunks from a shared counter rather than split in
+     * fixed shares: memory bandwidth is shared and a thread can be slowed or preempted, and fixed shares would
+     * leave the others waiting at the barrier. Chunks are large enough (1/16 of a thread's share, at least 64
+     * rows) that each chunk's weight prefetch stays effective. For many tokens the kernels rearrange the
+     * activations once per call, so each thread gets one contiguous share (one call) instead. */
+    int64_t total = 0, chunk[3], n_chunks[3];
     for (int k = 0; k < n_mats; k++) {
-        int64_t r0, r1;
-        split(w[k]->n_rows, 16, ith, nth, &r0, &r1);
-        if (r1 > r0)
-            tensor_matmul_rows(w[k], (uint8_t *)c->actq + (size_t)buf_of[k] * c->act_stride, n, y[k],
-                               (size_t)w[k]->n_rows, r0, r1);
+        chunk[k] = w[k]->n_rows / ((int64_t)nth * (n <= 4 ? 16 : 1));
+        if (chunk[k] < 64) chunk[k] = 64;
+        chunk[k] = (chunk[k] + 15) & ~(int64_t)15;
+        n_chunks[k] = (w[k]->n_rows + chunk[k] - 1) / chunk[k];
+        total += n_chunks[k];
+    }
+    _Atomic long *next = &c->chunk_next[f->phase++];
+    for (;;) {
+        long idx = atomic_fetch_add_explicit(next, 1, memory_order_relaxed);
+        if (idx >= total) break;
+        int k = 0;
+        while (idx >= n_chunks[k]) idx -= n_chunks[k++];
+        int64_t r0 = idx * chunk[k], r1 = r0 + chunk[k] < w[k]->n_rows ? r0 + chunk[k] : w[k]->n_rows;
+        tensor_matmul_rows(w[k], (uint8_t *)c->actq + (size_t)buf_of[k] * c->act_stride, n, y[k],
+                           (size_t)w[k]->n_rows, r0, r1);
     }
     pool_barrier(pool);
 }
@@ -164,7 +181,8 @@ static void attention(struct fwd *f, int il, int ith, int nth)
 
 static void fwd_worker(void *arg, int ith, int nth)
 {
-    struct fwd *f = arg;
+    struct fwd local = *(struct fwd *)arg; /* per-thread copy for the phase index; stop is read from the shared one */
+    struct fwd *shared = arg, *f = &local;
     struct banter_context *c = f->c;
     const struct banter_model *m = c->model;
     const struct llm_hparams *hp = &m->hp;
@@ -192,7 +210,7 @@ static void fwd_worker(void *arg, int ith, int nth)
     pool_barrier(pool);
 
     for (int il = 0; il < hp->n_layer; il++) {
-        if (f->stop) return;
+        if (shared->stop) return;
         const struct llm_layer *L = &m->layers[il];
         bool swa = hp->swa_layer[il] && hp->n_swa > 0;
         const float *rc = swa ? c->rope_cos_swa : c->rope_cos, *rs = swa ? c->rope_sin_swa : c->rope_sin;
@@ -253,7 +271,7 @@ static void fwd_worker(void *arg, int ith, int nth)
             if (hp->gemma_norms) rmsnorm(o, o, L->post_ffn_norm, E, hp->eps);
             for (int j = 0; j < E; j++) x[j] += o[j];
         }
-        if (ith == 0 && atomic_load_explicit(&c->cancel, memory_order_acquire)) f->stop = 1;
+        if (ith == 0 && atomic_load_explicit(&c->cancel, memory_order_acquire)) shared->stop = 1;
         pool_barrier(pool);
     }
 
@@ -267,7 +285,8 @@ static void fwd_worker(void *arg, int ith, int nth)
 
 int llm_forward(struct banter_context *c, const banter_batch_entry *e, int n)
 {
-    struct fwd f = {c, e, n, 0, 0};
+    struct fwd f = {c, e, n, 0, 0, 0};
+    memset((void *)c->chunk_next, 0, (size_t)(4 * c->model->hp.n_layer + 1) * sizeof *c->chunk_next);
     for (int i = 0; i < n; i++) f.n_out += c->out_row[i] >= 0;
     pool_run(c->pool, fwd_worker, &f);
     if (f.stop) {

@@ -114,6 +114,7 @@ struct banter_context {
     float *logits;  /* [n_outputs][n_vocab] */
     int *out_row;   /* [n_batch] batch entry -> logits row, or -1 */
     int n_last;     /* entries of the last decode */
+    _Atomic long *chunk_next; /* [4 * n_layer + 1] row-chunk counters of the forward pass's matrix phases */
     float *rope_cos, *rope_sin; /* [n_batch][n_rot/2] per-batch tables, global and swa */
     float *rope_cos_swa, *rope_sin_swa;
     double *inv_freq, *inv_freq_swa; /* [n_rot/2] angle per position of each rotary pair */
