@@ -39,8 +39,9 @@ struct bench {
     int n_tok;
 };
 
-/* Fills a matrix by quantizing 1 MiB of random rows and repeating them: the speed does not depend on the
- * values, and quantizing hundreds of MB with the K-quant search would take longer than the benchmark. */
+/* Fills a matrix with random bytes, then makes every scale field a small normal half (and float values
+ * small), so the data is valid and every page differs: a hypervisor may merge identical pages, and a matrix
+ * made of repeated pages would then be read from the cache. Speed does not depend on the values otherwise. */
 static int bench_init(struct bench *b, uint32_t type, int64_t n_rows, int64_t n_cols, int n_tok)
 {
     memset(b, 0, sizeof *b);
@@ -55,21 +56,48 @@ static int bench_init(struct bench *b, uint32_t type, int64_t n_rows, int64_t n_
         uintptr_t a0 = ((uintptr_t)b->wdata + 4095) & ~(uintptr_t)4095;
         madvise((void *)a0, total - (a0 - (uintptr_t)b->wdata), MADV_HUGEPAGE);
     }
-    int64_t seed_rows = (int64_t)((1 << 20) / b->w.row_bytes) + 1;
-    if (seed_rows > n_rows) seed_rows = n_rows;
-    float *row = malloc((size_t)n_cols * sizeof(float));
-    uint32_t s = 12345;
-    for (int64_t r = 0; r < seed_rows; r++) {
-        for (int64_t i = 0; i < n_cols; i++) {
-            s = s * 1664525u + 1013904223u;
-            row[i] = ((float)(s >> 8) / 16777216.f - 0.5f) * 0.1f;
-        }
-        tensor_quantize(type, row, b->wdata + (size_t)r * b->w.row_bytes, n_cols);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i + 8 <= total; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(b->wdata + i, &x, 8);
     }
-    free(row);
-    size_t seed = b->w.row_bytes * (size_t)seed_rows;
-    for (size_t off = seed; off < total; off += seed)
-        memcpy(b->wdata + off, b->wdata, total - off < seed ? total - off : seed);
+    const struct tensor_traits *tr = tensor_traits(type);
+    size_t n_blocks = total / tr->size;
+    static const uint16_t d16 = 0x2000; /* 2^-7 */
+    for (size_t i = 0; i < n_blocks; i++) {
+        uint8_t *blk = b->wdata + i * tr->size;
+        uint16_t h;
+        uint32_t u;
+        switch (type) {
+        case TENSOR_Q8_0:
+        case TENSOR_Q4_0:
+            memcpy(blk, &d16, 2);
+            break;
+        case TENSOR_Q4_K:
+            memcpy(blk, &d16, 2);
+            memcpy(blk + 2, &d16, 2);
+            break;
+        case TENSOR_Q6_K:
+            memcpy(blk + 208, &d16, 2);
+            break;
+        case TENSOR_F16:
+        case TENSOR_BF16: /* clear the top exponent bit: |v| < 2 */
+            memcpy(&h, blk, 2);
+            h &= 0xbfff;
+            memcpy(blk, &h, 2);
+            break;
+        case TENSOR_F32:
+            memcpy(&u, blk, 4);
+            u &= 0xbfffffffu;
+            memcpy(blk, &u, 4);
+            break;
+        default:
+            break;
+        }
+    }
+    uint32_t s = 12345;
     b->w.data = b->wdata;
     b->n_tok = n_tok;
     b->x = malloc((size_t)n_tok * (size_t)n_cols * sizeof(float));

@@ -14,6 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Reads are prefetched as far ahead as the matrix kernels prefetch weights (tensor_avx512.c), so the probe
+ * measures what those kernels can reach rather than what the hardware prefetcher alone achieves. Prefetches
+ * past the end of a slice are harmless (they never fault). */
+#define PF_DIST 8192
+
 struct bw_job {
     const uint8_t *buf;
     size_t n;
@@ -21,30 +26,51 @@ struct bw_job {
     double sink[64]; /* per-thread sums, so the reads cannot be optimized away */
 };
 
+/* Four streams per thread (the quarters of its slice, read in lockstep), like a kernel reading 4 weight rows.
+ */
 __attribute__((target("avx512f"))) static double sum_avx512(const uint8_t *p, size_t n)
 {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 256 <= n; i += 256) {
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 64)));
-        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 128)));
-        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + i + 192)));
+    size_t q = n / 4 & ~(size_t)255;
+    const uint8_t *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
+    for (size_t i = 0; i + 128 <= q; i += 128) {
+        _mm_prefetch((const char *)p0 + i + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)p1 + i + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)p2 + i + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)p3 + i + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch((const char *)p0 + i + PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)p1 + i + PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)p2 + i + PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)p3 + i + PF_DIST + 64, _MM_HINT_T0);
+        a0 = _mm512_add_epi64(a0, _mm512_add_epi64(_mm512_load_si512((const void *)(p0 + i)),
+                                                   _mm512_load_si512((const void *)(p0 + i + 64))));
+        a1 = _mm512_add_epi64(a1, _mm512_add_epi64(_mm512_load_si512((const void *)(p1 + i)),
+                                                   _mm512_load_si512((const void *)(p1 + i + 64))));
+        a2 = _mm512_add_epi64(a2, _mm512_add_epi64(_mm512_load_si512((const void *)(p2 + i)),
+                                                   _mm512_load_si512((const void *)(p2 + i + 64))));
+        a3 = _mm512_add_epi64(a3, _mm512_add_epi64(_mm512_load_si512((const void *)(p3 + i)),
+                                                   _mm512_load_si512((const void *)(p3 + i + 64))));
     }
     a0 = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
-    return (double)_mm512_reduce_add_epi64(a0);
+    uint64_t v[8], s = 0; /* unsigned: the sums wrap, and only their existence matters */
+    _mm512_storeu_si512((void *)v, a0);
+    for (int i = 0; i < 8; i++)
+        s += v[i];
+    return (double)s;
 }
 
 __attribute__((target("avx2"))) static double sum_avx2(const uint8_t *p, size_t n)
 {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i + 128 <= n; i += 128) {
+        _mm_prefetch((const char *)p + i + PF_DIST, _MM_HINT_T0);
         a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
         a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
         a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
         a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
     }
     a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-    int64_t v[4];
+    uint64_t v[4];
     _mm256_storeu_si256((__m256i *)v, a0);
     return (double)(v[0] + v[1] + v[2] + v[3]);
 }
@@ -69,7 +95,15 @@ static void bw_fn(void *arg, int ith, int nth)
     uint8_t *p = (uint8_t *)j->buf + p0 * 4096;
     size_t n = (p1 - p0) * 4096;
     if (j->fill) {
-        memset(p, ith + 1, n);
+        /* Distinct contents in every page: a hypervisor may merge identical pages, and reading one physical
+         * page over and over measures the cache, not the memory. */
+        uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(p0 + 1);
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            memcpy(p + i, &x, 8);
+        }
         return;
     }
     double s;
