@@ -472,6 +472,46 @@ static void test_matmul_rows(void)
     }
 }
 
+/* Matrix-vector products over many rows, which the kernels read as several distant streams at once. */
+static void test_matvec_many_rows(void)
+{
+    int hw_level = core_cpu_level();
+    for (size_t k = 0; k < N_TYPES; k++) {
+        uint32_t type = k_types[k];
+        int64_t n_cols = tensor_traits(type)->blck == 256 ? 256 : 64;
+        enum { ROWS = 203 };
+        struct mm_case c;
+        mm_case_init(&c, type, ROWS, n_cols, 1);
+        float ref[ROWS], y[ROWS];
+        double mag[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            ref[r] = tensor_vec_dot_ref(type, n_cols, c.wdata + (size_t)r * c.w.row_bytes, c.xq);
+            dot64(&c, r, 0, &mag[r]);
+        }
+        for (int l = CORE_CPU_SCALAR; l <= hw_level; l++) {
+            core_cpu_force((enum core_cpu_level)l);
+            static const int ranges[][2] = {{0, ROWS}, {5, 200}, {7, 136}};
+            int bad = 0;
+            for (int g = 0; g < 3; g++) {
+                for (int r = 0; r < ROWS; r++)
+                    y[r] = -12345.f;
+                tensor_matmul_rows(&c.w, c.xq, 1, y, ROWS, ranges[g][0], ranges[g][1]);
+                for (int r = 0; r < ROWS; r++) {
+                    if (r < ranges[g][0] || r >= ranges[g][1])
+                        bad += y[r] != -12345.f;
+                    else
+                        bad += !(fabs(y[r] - ref[r]) <= 1e-5 * mag[r] + 1e-30);
+                }
+            }
+            if (bad)
+                fprintf(stderr, "matvec %s level %s: %d bad\n", tensor_type_name(type), level_name(l), bad);
+            CHECK_INT_EQ(bad, 0);
+        }
+        core_cpu_force((enum core_cpu_level)hw_level);
+        mm_case_free(&c);
+    }
+}
+
 /* Long rows and many tokens: the batched kernels split the tokens into several chunks here, and fall back to
  * the tile kernels for rows too long for their stack buffers. */
 static void test_matmul_long_rows(void)
@@ -552,6 +592,7 @@ int main(void)
     test_vec_dot();
     test_matmul_rows();
     test_matmul_long_rows();
+    test_matvec_many_rows();
     test_matmul_pool();
     return test_finish("test_tensor");
 }

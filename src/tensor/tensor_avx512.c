@@ -50,6 +50,9 @@ static ALWAYS_INLINE float f16(const uint8_t *p)
  */
 #define PF_DIST 8192
 
+/* Matrix-vector products over at least this many rows per stream read several streams (see drive). */
+#define MV_SPLIT_MIN 16
+
 static ALWAYS_INLINE void prefetch(const uint8_t *p)
 {
     _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
@@ -57,12 +60,13 @@ static ALWAYS_INLINE void prefetch(const uint8_t *p)
 
 struct tile {
     const uint8_t *w;
-    size_t wrb;
+    size_t wrb; /* bytes between the tile's weight rows */
     const uint8_t *x;
     size_t xrb;
     int64_t nb;
     float *y;
-    size_t ys;
+    size_t ys;  /* floats between tokens in y */
+    size_t yrs; /* floats between the tile's rows in y */
 };
 
 typedef void (*tile_fn)(const struct tile *);
@@ -89,6 +93,20 @@ typedef void (*tile_fn)(const struct tile *);
 static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat *w, const uint8_t *xq,
                   size_t xrb, int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
 {
+    const uint8_t *wd = w->data;
+    if (n_tok == 1 && rmax > 1 && r1 - r0 >= rmax * MV_SPLIT_MIN) {
+        /* Matrix-vector: the rows of a tile come from rmax equal parts of the range, so that each thread
+         * reads rmax distant streams at once. DRAM serves several open pages in parallel much faster than
+         * one: on Zen 5 this took a Q8_0 matrix-vector product from about 48 to about 60-70 GB/s on two
+         * threads. */
+        int64_t q = (r1 - r0) / rmax;
+        for (int64_t r = r0; r < r0 + q; r++) {
+            struct tile tl = {
+                wd + (size_t)r * w->row_bytes, (size_t)q * w->row_bytes, xq, xrb, nb, y + r, ys, (size_t)q};
+            fns[rmax - 1][0](&tl);
+        }
+        r0 += rmax * q;
+    }
     int tchunk = (int)((256 * 1024) / (xrb ? xrb : 1));
     tchunk = tchunk < tmax ? tmax : tchunk - tchunk % tmax;
     for (int t0 = 0; t0 < n_tok; t0 += tchunk) {
@@ -97,13 +115,14 @@ static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat
             int nr = r1 - r < rmax ? (int)(r1 - r) : rmax;
             for (int t = t0; t < t1; t += tmax) {
                 int nt = t1 - t < tmax ? t1 - t : tmax;
-                struct tile tl = {(const uint8_t *)w->data + (size_t)r * w->row_bytes,
+                struct tile tl = {wd + (size_t)r * w->row_bytes,
                                   w->row_bytes,
                                   xq + (size_t)t * xrb,
                                   xrb,
                                   nb,
                                   y + (size_t)t * ys + (size_t)r,
-                                  ys};
+                                  ys,
+                                  1};
                 fns[nr - 1][nt - 1](&tl);
             }
         }
@@ -178,7 +197,7 @@ static ALWAYS_INLINE void store_tile(const struct tile *a, int R, int T, __m512 
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
-            a->y[(size_t)t * a->ys + (size_t)r] = _mm512_reduce_add_ps(acc[r][t]);
+            a->y[(size_t)t * a->ys + (size_t)r * a->yrs] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 static ALWAYS_INLINE void q80_tile_gen(const struct tile *a, int R, int T, int q4)
