@@ -113,11 +113,15 @@ case "$MODE" in
                 cp -R "$ROOT/fuzz/corpus/$corpus_name/." "$scratch/"
             fi
             say "fuzz $name for ${FUZZ_SECONDS}s over $(find "$scratch" -type f | wc -l) seed input(s)"
+            # libFuzzer's progress lines go to a log; the summary (and on failure the report) is printed.
+            log="$artifacts/$name.log"
             if "$ROOT/build-fuzz/$name" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=4096 \
-                -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "$scratch"; then
+                -print_final_stats=1 -artifact_prefix="$artifacts/$name-" "$scratch" >"$log" 2>&1; then
+                grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log" || true
                 echo "$name: no failure in ${FUZZ_SECONDS}s"
             else
-                echo "$name: FAILED (the input that failed is in $artifacts/)" >&2
+                tail -n 60 "$log" >&2
+                echo "$name: FAILED (the input that failed is in $artifacts/, the whole log in $log)" >&2
                 failed+=("$name")
             fi
             rm -rf "$scratch"
