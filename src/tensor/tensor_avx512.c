@@ -50,12 +50,22 @@ static ALWAYS_INLINE float f16(const uint8_t *p)
  */
 #define PF_DIST 8192
 
-/* Matrix-vector products over at least this many rows per stream read several streams (see drive). */
-#define MV_SPLIT_MIN 16
+/* Matrix-vector products read several streams when each would still be at least this long (see drive). */
+#define MV_SPLIT_MIN_BYTES (32 * 1024)
 
 static ALWAYS_INLINE void prefetch(const uint8_t *p)
 {
     _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
+}
+
+/* Requests the first PF_DIST bytes of a weight stream that is about to be read: the kernels prefetch PF_DIST
+ * ahead of what they read, so without this the start of every stream (and a forward pass hands out many short
+ * ones) would wait for memory at full latency. */
+static void warm(const uint8_t *p, size_t n)
+{
+    if (n > PF_DIST) n = PF_DIST;
+    for (size_t off = 0; off < n; off += 64)
+        _mm_prefetch((const char *)p + off, _MM_HINT_T0);
 }
 
 struct tile {
@@ -94,18 +104,22 @@ static void drive(tile_fn fns[4][4], int rmax, int tmax, const struct tensor_mat
                   size_t xrb, int n_tok, float *y, size_t ys, int64_t r0, int64_t r1, int64_t nb)
 {
     const uint8_t *wd = w->data;
-    if (n_tok == 1 && rmax > 1 && r1 - r0 >= rmax * MV_SPLIT_MIN) {
+    if (n_tok == 1 && rmax > 1 && (size_t)(r1 - r0) * w->row_bytes >= (size_t)rmax * MV_SPLIT_MIN_BYTES) {
         /* Matrix-vector: the rows of a tile come from rmax equal parts of the range, so that each thread
          * reads rmax distant streams at once. DRAM serves several open pages in parallel much faster than
          * one: on Zen 5 this took a Q8_0 matrix-vector product from about 48 to about 60-70 GB/s on two
          * threads. */
         int64_t q = (r1 - r0) / rmax;
+        for (int i = 0; i < rmax; i++)
+            warm(wd + (size_t)(r0 + i * q) * w->row_bytes, (size_t)q * w->row_bytes);
         for (int64_t r = r0; r < r0 + q; r++) {
             struct tile tl = {
                 wd + (size_t)r * w->row_bytes, (size_t)q * w->row_bytes, xq, xrb, nb, y + r, ys, (size_t)q};
             fns[rmax - 1][0](&tl);
         }
         r0 += rmax * q;
+    } else if (n_tok == 1) {
+        warm(wd + (size_t)r0 * w->row_bytes, (size_t)(r1 - r0) * w->row_bytes);
     }
     int tchunk = (int)((256 * 1024) / (xrb ? xrb : 1));
     tchunk = tchunk < tmax ? tmax : tchunk - tchunk % tmax;
