@@ -103,13 +103,15 @@ static void matmul_group(struct fwd *f, int ith, int nth, const float *x, int n,
     pool_barrier(pool);
     /* For a few tokens (decode steps), rows are handed out in chunks from a shared counter rather than split in
      * fixed shares: memory bandwidth is shared and a thread can be slowed or preempted, and fixed shares would
-     * leave the others waiting at the barrier. Chunks are large enough (1/16 of a thread's share, at least 64
-     * rows) that each chunk's weight prefetch stays effective. For many tokens the kernels rearrange the
-     * activations once per call, so each thread gets one contiguous share (one call) instead. */
+     * leave the others waiting at the barrier. Chunks are large (1/8 of a thread's share, at least 256 KB of
+     * weights) because each kernel call starts its weight streams cold and reads several parts of its range at
+     * once. For many tokens the kernels rearrange the activations once per call, so each thread gets one
+     * contiguous share (one call) instead. */
     int64_t total = 0, chunk[3], n_chunks[3];
     for (int k = 0; k < n_mats; k++) {
-        chunk[k] = w[k]->n_rows / ((int64_t)nth * (n <= 4 ? 16 : 1));
-        if (chunk[k] < 64) chunk[k] = 64;
+        int64_t min_rows = (int64_t)((256 * 1024 + w[k]->row_bytes - 1) / w[k]->row_bytes);
+        chunk[k] = w[k]->n_rows / ((int64_t)nth * (n <= 4 ? 8 : 1));
+        if (chunk[k] < min_rows) chunk[k] = min_rows;
         chunk[k] = (chunk[k] + 15) & ~(int64_t)15;
         n_chunks[k] = (w[k]->n_rows + chunk[k] - 1) / chunk[k];
         total += n_chunks[k];
