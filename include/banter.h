@@ -317,6 +317,128 @@ typedef struct banter_synth_config {
 BANTER_API banter_status banter_model_synth(const banter_synth_config *cfg, const char *path, char *err,
                                             size_t err_len);
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Speech: recognition (ASR) and synthesis (TTS) with the built-in engines. Audio crosses the API as mono float
+ * samples in [-1, 1] at BANTER_SAMPLE_RATE (16 kHz) in both directions; files in other formats and rates are
+ * converted on the way in.
+ */
+#define BANTER_SAMPLE_RATE 16000
+
+/* A speech recognizer: a loaded model and one decoder. Opening one loads the model (PocketSphinx: 0.5-1 s and
+ * about 100 MB), so open it once and keep it; each utterance after that is cheap. One thread at a time. */
+typedef struct banter_asr banter_asr;
+
+typedef struct banter_asr_config {
+    const char *engine;    /* "pocketsphinx" (the default, also for NULL or "") */
+    bool second_pass;      /* rescore each utterance when it ends: a little more accurate, but the final text
+                              comes ~100-150 ms later instead of ~10 ms. Default off (latency first). */
+    const char *model_dir; /* directory holding en-us/ (NULL = Debian's /usr/share/pocketsphinx/model) */
+} banter_asr_config;
+
+/* What one utterance cost. */
+typedef struct banter_asr_timing {
+    double audio_ms;  /* length of the audio recognized */
+    double decode_ms; /* wall time spent recognizing it (audio_ms / decode_ms is the speed-up over real time) */
+    double final_ms;  /* wall time from the last sample to the final text (inside banter_asr_end) */
+} banter_asr_timing;
+
+BANTER_API banter_asr_config banter_asr_config_default(void);
+
+/* Loads a recognizer. On failure *out is NULL and err (if not NULL) holds a message naming the problem (unknown
+ * engine, missing model files). Thread-safe. Close with banter_asr_close (accepts NULL). */
+BANTER_API banter_status banter_asr_open(const banter_asr_config *cfg, banter_asr **out, char *err,
+                                         size_t err_len);
+BANTER_API void banter_asr_close(banter_asr *a);
+
+/* The message of the recognizer's last error. Owned by a, valid until its next call. */
+BANTER_API const char *banter_asr_error(const banter_asr *a);
+
+/* Recognizes one utterance of n samples (16 kHz mono float). *text receives the words in lower case separated
+ * by single spaces ("" when nothing was recognized); it is owned by a and valid until the next call on a.
+ * timing may be NULL. */
+BANTER_API banter_status banter_asr_transcribe(banter_asr *a, const float *samples, size_t n, const char **text,
+                                               banter_asr_timing *timing);
+
+/* Reads a sound file (WAV, FLAC, Ogg, ...; any rate and channel count, converted to 16 kHz mono) and recognizes
+ * it as one utterance, like banter_asr_transcribe. BANTER_ERR_IO for a file that cannot be opened,
+ * BANTER_ERR_FORMAT for one that is not audio; banter_asr_error says which. */
+BANTER_API banter_status banter_asr_transcribe_file(banter_asr *a, const char *path, const char **text,
+                                                    banter_asr_timing *timing);
+
+/* Streaming recognition of one utterance: begin, feed samples as they arrive (any number at a time), read the
+ * partial hypothesis whenever wanted, and end to get the final text. begin during an utterance abandons it. */
+BANTER_API banter_status banter_asr_begin(banter_asr *a);
+BANTER_API banter_status banter_asr_feed(banter_asr *a, const float *samples, size_t n);
+
+/* The best hypothesis so far ("" before any word, or outside an utterance). Owned by a, valid until its next
+ * call. Computing it costs a little, so ask every few hundred ms rather than every frame. */
+BANTER_API const char *banter_asr_partial(banter_asr *a);
+
+/* Ends the utterance. *text as in banter_asr_transcribe; timing may be NULL. */
+BANTER_API banter_status banter_asr_end(banter_asr *a, const char **text, banter_asr_timing *timing);
+
+/* A speech synthesizer: an engine with a voice, rate and pitch. The engines' libraries keep global state, so
+ * each engine runs on one worker thread of its own, shared by every handle of that engine: handles may be used
+ * from any threads at once and their requests take turns. Each handle is used by one thread at a time. */
+typedef struct banter_tts banter_tts;
+
+typedef struct banter_tts_config {
+    const char *engine; /* "flite" (the default, also for NULL or "") or "espeak" (eSpeak NG) */
+    const char *voice;  /* flite: "slt" (default, the most natural) or "kal16"; espeak: any eSpeak NG voice or
+                           language name ("en-us" by default, "en", "de", "fr", ...). NULL = the default. */
+    int rate;           /* speaking rate in words per minute, 80 to 450; 0 = the voice's normal pace (~175) */
+    int pitch;          /* 1 (lowest) to 100 (highest), 50 = the voice's natural pitch; 0 = 50 */
+} banter_tts_config;
+
+/* Where a piece of audio belongs. Text is spoken in chunks of a clause or a sentence (cut as banter's reply
+ * chunker cuts streamed text), each synthesized as it comes, so audio starts after the first clause. */
+typedef struct banter_tts_chunk {
+    int index;            /* 0, 1, ... in text order */
+    size_t text_offset;   /* the byte span of the input text this chunk speaks */
+    size_t text_len;
+    size_t sample_offset; /* samples delivered for earlier chunks (where this chunk starts in the whole audio) */
+    size_t n_samples;     /* samples of this chunk delivered so far, including this piece */
+    bool done;            /* this is the chunk's last piece; n_samples is its final length */
+} banter_tts_chunk;
+
+/* Receives audio as it is produced: n samples (16 kHz mono float), which may be 0 on a chunk's last piece.
+ * samples and chunk are borrowed for the call. Called on the engine's worker thread while the caller of
+ * banter_tts_synthesize waits: keep it short, and do not call banter_tts functions from it other than
+ * banter_tts_cancel. Return nonzero to continue, 0 to stop (the synthesis then returns BANTER_ERR_CANCELLED). */
+typedef int (*banter_tts_audio_fn)(const float *samples, size_t n, const banter_tts_chunk *chunk, void *user);
+
+typedef struct banter_tts_stats {
+    size_t n_samples;      /* audio produced, in samples */
+    int n_chunks;          /* text chunks spoken */
+    double first_audio_ms; /* from the call to the first audio sample (0 when there was no audio) */
+    double total_ms;       /* wall time of the whole call */
+} banter_tts_stats;
+
+BANTER_API banter_tts_config banter_tts_config_default(void);
+
+/* Opens a synthesizer, starting its engine's worker thread if no handle of that engine is open. An unknown
+ * engine or voice, or a rate or pitch out of range, is BANTER_ERR_INVALID_ARG (BANTER_ERR_NOT_FOUND for an
+ * unknown voice) with a message in err. Thread-safe. Close with banter_tts_close (accepts NULL). */
+BANTER_API banter_status banter_tts_open(const banter_tts_config *cfg, banter_tts **out, char *err,
+                                         size_t err_len);
+BANTER_API void banter_tts_close(banter_tts *t);
+
+/* The message of the synthesizer's last error. Owned by t, valid until its next call. */
+BANTER_API const char *banter_tts_error(const banter_tts *t);
+
+/* Speaks UTF-8 text, delivering audio through on_audio as it is produced, and returns when all of it has been
+ * delivered. Empty or blank text produces no audio and no callback. stats may be NULL. */
+BANTER_API banter_status banter_tts_synthesize(banter_tts *t, const char *text, banter_tts_audio_fn on_audio,
+                                               void *user, banter_tts_stats *stats);
+
+/* Speaks text into a sound file at 16 kHz (16-bit WAV, or FLAC if the path ends in .flac). stats may be NULL. */
+BANTER_API banter_status banter_tts_synthesize_file(banter_tts *t, const char *text, const char *path,
+                                                    banter_tts_stats *stats);
+
+/* Asks the synthesis in progress on t to stop at its next piece of audio; it then returns BANTER_ERR_CANCELLED.
+ * May be called from any thread, including from on_audio. Without a synthesis in progress it does nothing. */
+BANTER_API void banter_tts_cancel(banter_tts *t);
+
 #ifdef __cplusplus
 }
 #endif
