@@ -14,7 +14,8 @@
  * decoder, and a decoder is not thread-safe) keep a pool of decoders in the model: a stream takes an idle
  * decoder, or loads a new one if every decoder is busy, and gives it back when closed. The model loads its
  * first decoder at open, so the first stream costs nothing. A decoder adapts to the audio it hears (cepstral
- * mean), so it is handed to one stream at a time and keeps that adaptation across that stream's utterances.
+ * mean) and keeps that adaptation from one utterance, and one stream, to the next (asr_pocketsphinx.c says
+ * why): a process's first utterance per decoder is the slow one.
  *
  * Timing: each utterance records how much audio it heard, the wall time spent decoding it (feed + end), and
  * the wall time of end alone: the delay between the last sample and the final text, which is the figure that
