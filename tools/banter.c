@@ -18,6 +18,8 @@ static const char *USAGE =
     "  chat     talk to a GGUF language model in the terminal (interactive or one-shot)\n"
     "  model    inspect, evaluate, tokenize with, or synthesize GGUF model files\n"
     "  bench    measure speed (bench llm: prefill and decode tokens/s, batched decode)\n"
+    "  transcribe  print the words spoken in sound files (built-in PocketSphinx recognizer)\n"
+    "  say      speak a text into a sound file (built-in Flite or eSpeak NG voices)\n"
     "\n"
     "Run `banter <command> --help` for a command's options. `banter --version` prints the version.\n";
 
@@ -127,6 +129,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "model")) return cmd_model(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "transcribe")) return cmd_transcribe(argc - 1, argv + 1);
+    if (!strcmp(cmd, "say")) return cmd_say(argc - 1, argv + 1);
     fprintf(stderr, "banter: unknown command '%s'\n\n%s", cmd, USAGE);
     return 2;
 }
