@@ -63,6 +63,28 @@ head -c 5000 "$TMP/tiny.gguf" >"$TMP/trunc.gguf"
 expect_rc 1 "$BANTER" chat --model "$TMP/trunc.gguf" -p hi
 expect_grep "cannot load" "$TMP/err"
 
+# Speech: a sentence spoken by the default voice is recognized by the built-in recognizer.
+# (Recognition is not exact: all but 3 of the 9 words must come back.)
+said="please call me back when you get home tonight"
+expect_rc 0 "$BANTER" say "$said" -o "$TMP/say.wav"
+expect_rc 0 "$BANTER" transcribe "$TMP/say.wav"
+if python3 - "$said" "$TMP/out" <<'PY'; then ok; else bad "transcript of the spoken sentence: $(cat "$TMP/out")"; fi
+import sys
+said = sys.argv[1].split()
+heard = open(sys.argv[2]).read().lower().split()
+hits = sum(1 for w in said if w in heard)
+print("words recognized: %d of %d" % (hits, len(said)))
+assert hits >= len(said) - 3
+PY
+expect_rc 1 "$BANTER" transcribe "$TMP/tiny.gguf"
+expect_rc 1 "$BANTER" transcribe /nonexistent.wav
+expect_rc 2 "$BANTER" say "hello" -o "$TMP/x.wav" --voice no-such-voice
+expect_rc 2 "$BANTER" say
+for sub in transcribe say; do
+    expect_rc 0 "$BANTER" $sub --help
+    expect_grep "usage" "$TMP/out"
+done
+
 FIX=../shared/fixtures/llm
 if [ -d "$FIX" ]; then
     name=gemma3-tiny-f32
