@@ -6,7 +6,8 @@
  * statement of the expected layout, and (when ../shared is present) against the reference files of the same
  * shape; the weights' statistics and their agreement across types; the vocabulary (tokenizing with it gives whole
  * English words, the tiny one tokenizes exactly like the fixtures'); copying a vocabulary from another file;
- * determinism; and the errors for bad configurations, which must leave no file behind.
+ * determinism; the errors for bad configurations, which must leave no file behind; and that the engine loads
+ * and runs every synthesized model.
  */
 #include "test.h"
 
@@ -763,6 +764,61 @@ static void test_alloc_failures(void)
     CHECK(exists(path));
 }
 
+/* The engine loads every synthesized model, reads its shape as written, and runs it to finite logits. */
+static void test_model_open(void)
+{
+    for (int a = 0; a < 2; a++) {
+        const char *arch = a ? "llama" : "gemma3";
+        for (size_t t = 0; t < sizeof WTYPES / sizeof *WTYPES; t++) {
+            char path[128], name[64], err[256] = "";
+            snprintf(name, sizeof name, "%s-tiny-%s.gguf", arch, WTYPES[t]);
+            tmp_path(name, path, sizeof path);
+            banter_model_config mcfg = banter_model_config_default();
+            mcfg.n_threads = 1;
+            banter_model *m = NULL;
+            int rc = banter_model_open(path, &mcfg, &m, err, sizeof err);
+            if (rc) fprintf(stderr, "  banter_model_open %s: %s (%s)\n", name, banter_status_str(rc), err);
+            CHECK_INT_EQ(rc, BANTER_OK);
+            if (rc) continue;
+            banter_model_desc d;
+            banter_model_describe(m, &d);
+            CHECK_STR_EQ(d.arch, arch);
+            CHECK_INT_EQ(d.n_vocab, 467);
+            CHECK_INT_EQ(d.n_embd, 64);
+            CHECK_INT_EQ(d.n_layer, 4);
+            CHECK_INT_EQ(d.n_head, 4);
+            CHECK_INT_EQ(d.n_head_kv, 2);
+            CHECK_INT_EQ(d.head_dim, 32);
+            CHECK_INT_EQ(d.n_ff, 128);
+            CHECK_INT_EQ(d.bos, a ? 1 : 2);
+            CHECK_INT_EQ(d.eos, a ? 2 : 1);
+
+            const char *text = "hello world, the restaurant in the north is cheap";
+            banter_token toks[64];
+            size_t n = 0;
+            CHECK_INT_EQ(banter_tokenize(m, text, strlen(text), true, false, toks, 64, &n), BANTER_OK);
+            CHECK(n > 2 && toks[0] == d.bos);
+            banter_context_config ccfg = banter_context_config_default();
+            ccfg.n_ctx = 64;
+            banter_context *c = NULL;
+            CHECK_INT_EQ(banter_context_open(m, &ccfg, &c), BANTER_OK);
+            int seq = -1;
+            const float *logits = NULL;
+            if (c && banter_seq_open(c, &seq) == BANTER_OK &&
+                banter_seq_feed(c, seq, toks, (int)n, &logits) == BANTER_OK && logits) {
+                int finite = 0;
+                for (int i = 0; i < d.n_vocab; i++) finite += isfinite(logits[i]) != 0;
+                CHECK_INT_EQ(finite, d.n_vocab);
+            } else {
+                fprintf(stderr, "  %s: feeding the prompt failed: %s\n", name, c ? banter_context_error(c) : "");
+                CHECK(0);
+            }
+            banter_context_close(c);
+            banter_model_close(m);
+        }
+    }
+}
+
 static void cleanup(void)
 {
     char cmd[128];
@@ -785,6 +841,7 @@ int main(void)
     test_determinism();
     test_bad_config();
     test_alloc_failures();
+    test_model_open();
     cleanup();
     return test_finish("test_synth");
 }
