@@ -73,8 +73,13 @@ fi
 
 say "banter chat --model ${MODEL#"$ROOT"/} (one question, at most 32 tokens)"
 "$BANTER" chat --model "$MODEL" -p "Hello! Who are you?" -n 32 --stats </dev/null
-case "$(basename "$MODEL")" in
-    synth-*) echo "(the model above has random weights, so its reply is gibberish; see README.md, \"Models\")" ;;
-esac
+# Models written by `banter model synth` are named "synthetic-..." inside, whatever their file name.
+info="$("$BANTER" model info "$MODEL" 2>/dev/null || true)"
+if [[ "$info" == *'general.name = "synthetic-'* ]]; then
+    echo
+    echo "(this model has random weights, so its reply is gibberish. For real answers, download a GGUF model"
+    echo " into models/, e.g. https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF, and run setup again;"
+    echo " see README.md, \"Models\".)"
+fi
 
 say "setup done. Talk to the model yourself with: build/banter chat --model ${MODEL#"$ROOT"/}"
