@@ -69,10 +69,32 @@ static void run_conditions(const struct ts_set *set, const struct vad_config *cf
     vad_close(v);
 }
 
-/* Runs with a one-frame endpoint and reports the gaps between the pieces of each (single-utterance) file. */
-static void pauses(void)
+/* The longest run of frames below stay_prob between the first and the last speech frame of x: the pause that
+ * the endpoint silence must outlast for this utterance to stay one turn. */
+static double longest_pause_ms(struct vad *v, const float *x, size_t n)
+{
+    struct vad_event ev;
+    const float stay = vad_get_config(v)->stay_prob;
+    long first = -1, last = -1, run = 0, longest = 0, f = 0;
+    vad_reset(v);
+    for (size_t off = 0; off + AUDIO_FRAME <= n; off += AUDIO_FRAME, f++) {
+        if (vad_feed(v, x + off, &ev) == VAD_SPEECH_START && first < 0) first = (long)(ev.start / AUDIO_FRAME);
+        if (first >= 0 && ev.prob >= stay) {
+            if (last >= 0 && run > longest) longest = run;
+            last = f;
+            run = 0;
+        } else if (first >= 0) {
+            run++;
+        }
+    }
+    return longest * 20.0;
+}
+
+/* Pauses inside single utterances: the human recordings of pocketsphinx-testdata and the Flite sentences. */
+static void pauses(const struct ts_set *set)
 {
     static const char *files[] = {
+        PS_DATA "/goforward.raw",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0880.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0890.wav",
@@ -81,31 +103,38 @@ static void pauses(void)
         PS_DATA "/cards/001.wav", PS_DATA "/cards/002.wav", PS_DATA "/cards/003.wav", PS_DATA "/cards/004.wav",
         PS_DATA "/cards/005.wav",
     };
-    struct vad_config cfg = {.end_silence_ms = 20};
-    struct vad *v = vad_open(&cfg);
-    printf("pauses inside single-utterance human recordings (detector with a 20 ms endpoint):\n");
+    struct vad *v = vad_open(NULL);
+    printf("longest pause (frames below stay_prob) inside single utterances:\n");
     double all_max = 0;
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        struct audio_buf b;
+        struct audio_buf b = {0};
         char err[256];
-        if (audio_read_file(files[i], AUDIO_RATE, 0, &b, err, sizeof err)) {
-            printf("  %s: %s\n", files[i], err);
+        if (strstr(files[i], ".raw")) {
+            FILE *f = fopen(files[i], "rb");
+            if (!f) continue;
+            int16_t pcm[AUDIO_RATE * 4];
+            size_t n = fread(pcm, sizeof *pcm, AUDIO_RATE * 4, f);
+            fclose(f);
+            b.samples = core_malloc(n * sizeof(float));
+            b.n = n;
+            audio_s16_to_f32(pcm, b.samples, n);
+        } else if (audio_read_file(files[i], AUDIO_RATE, 0, &b, err, sizeof err)) {
+            printf("  %s\n", err);
             continue;
         }
-        struct ts_score sc;
-        ts_run(v, b.samples, b.n, &sc);
-        double mx = 0;
-        printf("  %-50s %d pieces, pauses ms:", strrchr(files[i], '/') + 1, sc.n_seg);
-        for (int s = 1; s < sc.n_seg; s++) {
-            double gap = (sc.seg_start[s] - sc.seg_end[s - 1]) / 16.0;
-            printf(" %.0f", gap);
-            if (gap > mx) mx = gap;
-        }
-        printf("  (longest %.0f)\n", mx);
+        double mx = longest_pause_ms(v, b.samples, b.n);
+        printf("  %-48s %4.0f ms\n", strrchr(files[i], '/') + 1, mx);
         if (mx > all_max) all_max = mx;
         audio_buf_free(&b);
     }
-    printf("longest pause inside an utterance: %.0f ms\n\n", all_max);
+    printf("  human recordings: longest %.0f ms\n", all_max);
+    all_max = 0;
+    for (int u = 0; u < set->n_utt; u++) {
+        if (set->utt[u].n_clips != 1) continue;
+        double mx = longest_pause_ms(v, set->utt[u].clip[0].x, set->utt[u].clip[0].n);
+        if (mx > all_max) all_max = mx;
+    }
+    printf("  Flite sentences (clean, %d): longest %.0f ms\n\n", set->n_utt - 2, all_max);
     vad_close(v);
 }
 
@@ -153,10 +182,6 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (do_pauses) {
-        pauses();
-        return 0;
-    }
     struct ts_set set;
     double t0 = core_time_ms();
     if (ts_set_build(&set)) {
@@ -165,7 +190,9 @@ int main(int argc, char **argv)
     }
     printf("test set: %d utterances per condition (Flite slt + kal16), synthesized in %.0f ms\n\n", set.n_utt,
            core_time_ms() - t0);
-    if (trace_cond >= 0 && trace_cond < TS_N_CONDITIONS) {
+    if (do_pauses) {
+        pauses(&set);
+    } else if (trace_cond >= 0 && trace_cond < TS_N_CONDITIONS) {
         trace(&set, &cfg, trace_cond);
     } else if (sweep) {
         for (int ms = 200; ms <= 600; ms += 50) {
