@@ -6,9 +6,9 @@
  *
  *   bench_vad                      the defaults
  *   bench_vad --end-ms N           another endpoint silence
- *   bench_vad --sweep              endpoint silence 200..600 ms: splits against delay (how the default was set)
- *   bench_vad --pauses             pauses inside the human recordings of pocketsphinx-testdata (one utterance
- *                                  per file): each file's longest internal pause, the bound for the endpoint
+ *   bench_vad --sweep              endpoint silence 200..600 ms: splits against delay (how the default was
+ * set) bench_vad --pauses             pauses inside the human recordings of pocketsphinx-testdata (one
+ * utterance per file): each file's longest internal pause, the bound for the endpoint
  */
 #include "../tests/vad_testset.h"
 
@@ -50,14 +50,15 @@ static void run_conditions(const struct ts_set *set, const struct vad_config *cf
         }
         double prec = sc.tp + sc.fp ? 100.0 * sc.tp / (double)(sc.tp + sc.fp) : 0;
         double rec = sc.tp + sc.fn ? 100.0 * sc.tp / (double)(sc.tp + sc.fn) : 0;
-        double p50 = ts_percentile(sc.delay_ms, sc.n_delay, 50), p95 = ts_percentile(sc.delay_ms, sc.n_delay, 95);
-        printf("%-16s %2d/%-2d %5d %5d %7.2f %6.2f %6.2f %7.1f %7.1f %6.0f %6.0f %6.0f %8.2f\n", ts_conditions[c].name,
-               sc.n_detected, sc.n_utt, sc.n_false, sc.n_split, 100 * ts_accuracy(&sc), prec, rec, se_mean, se_max,
-               d_mean, p50, p95, 1000.0 * sc.cpu_ms / (double)sc.n_frames);
+        double p50 = ts_percentile(sc.delay_ms, sc.n_delay, 50),
+               p95 = ts_percentile(sc.delay_ms, sc.n_delay, 95);
+        printf("%-16s %2d/%-2d %5d %5d %7.2f %6.2f %6.2f %7.1f %7.1f %6.0f %6.0f %6.0f %8.2f\n",
+               ts_conditions[c].name, sc.n_detected, sc.n_utt, sc.n_false, sc.n_split, 100 * ts_accuracy(&sc),
+               prec, rec, se_mean, se_max, d_mean, p50, p95, 1000.0 * sc.cpu_ms / (double)sc.n_frames);
         if (verbose) {
             for (int u = 0; u < st.n_utt; u++)
-                printf("    truth %6.2f-%6.2f s  %-6s %s\n", st.truth_start[u] / 16000.0, st.truth_end[u] / 16000.0,
-                       set->utt[u].voice, set->utt[u].text);
+                printf("    truth %6.2f-%6.2f s  %-6s %s\n", st.truth_start[u] / 16000.0,
+                       st.truth_end[u] / 16000.0, set->utt[u].voice, set->utt[u].text);
             for (int s = 0; s < sc.n_seg; s++)
                 printf("    turn  %6.2f-%6.2f s (decided %.2f)\n", sc.seg_start[s] / 16000.0,
                        sc.seg_end[s] / 16000.0, sc.seg_decided[s] / 16000.0);
@@ -78,7 +79,8 @@ static double longest_pause_ms(struct vad *v, const float *x, size_t n)
     long first = -1, last = -1, run = 0, longest = 0, f = 0;
     vad_reset(v);
     for (size_t off = 0; off + AUDIO_FRAME <= n; off += AUDIO_FRAME, f++) {
-        if (vad_feed(v, x + off, &ev) == VAD_SPEECH_START && first < 0) first = (long)(ev.start / AUDIO_FRAME);
+        if (vad_feed(v, x + off, &ev) == VAD_SPEECH_START && first < 0)
+            first = (long)(ev.start / AUDIO_FRAME);
         if (first >= 0 && ev.prob >= stay) {
             if (last >= 0 && run > longest) longest = run;
             last = f;
@@ -100,7 +102,10 @@ static void pauses(const struct ts_set *set)
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0890.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0920.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0930.wav",
-        PS_DATA "/cards/001.wav", PS_DATA "/cards/002.wav", PS_DATA "/cards/003.wav", PS_DATA "/cards/004.wav",
+        PS_DATA "/cards/001.wav",
+        PS_DATA "/cards/002.wav",
+        PS_DATA "/cards/003.wav",
+        PS_DATA "/cards/004.wav",
         PS_DATA "/cards/005.wav",
     };
     struct vad *v = vad_open(NULL);
@@ -152,8 +157,11 @@ static void trace(const struct ts_set *set, const struct vad_config *cfg, int c)
             if ((int64_t)off >= st.truth_start[u] && (int64_t)off < st.truth_end[u]) truth = 1;
         float lev, voi;
         vad_last_features(v, &lev, &voi);
-        printf("%7.2f %d %7.1f %7.1f %5.2f %5.2f %d%s\n", off / 16000.0, truth, lev, vad_noise_floor_db(v), voi,
-               ev.prob, ev.in_speech, ev.type == VAD_SPEECH_START ? " START" : ev.type == VAD_SPEECH_END ? " END" : "");
+        printf("%7.2f %d %7.1f %7.1f %5.2f %5.2f %d%s\n", off / 16000.0, truth, lev, vad_noise_floor_db(v),
+               voi, ev.prob, ev.in_speech,
+               ev.type == VAD_SPEECH_START ? " START"
+               : ev.type == VAD_SPEECH_END ? " END"
+                                           : "");
     }
     ts_stream_free(&st);
     vad_close(v);

@@ -63,7 +63,8 @@ static void check_conditions(const struct ts_set *set)
         CHECK(worst_delay <= end_ms + 150);
         double acc = ts_accuracy(&sc);
         CHECK(acc >= min_accuracy[c]);
-        printf("  %-16s %2d/%d found, frame accuracy %.2f%% (bound %.1f%%), start error mean %.0f ms max %.0f ms, "
+        printf("  %-16s %2d/%d found, frame accuracy %.2f%% (bound %.1f%%), start error mean %.0f ms max "
+               "%.0f ms, "
                "endpoint delay %.0f..%.0f ms\n",
                ts_conditions[c].name, sc.n_detected, st.n_utt, 100 * acc, 100 * min_accuracy[c], mean_start,
                worst_start, best_delay, worst_delay);
@@ -111,7 +112,8 @@ static void check_noise_alone(void)
     /* A pure mains hum, periodic and strong, is below the speech band. */
     for (size_t k = 0; k < n; k++) {
         double t = (double)k / AUDIO_RATE;
-        x[k] = (float)(0.1 * sin(2 * M_PI * 50 * t) + 0.05 * sin(2 * M_PI * 100 * t) + 0.03 * sin(2 * M_PI * 150 * t));
+        x[k] = (float)(0.1 * sin(2 * M_PI * 50 * t) + 0.05 * sin(2 * M_PI * 100 * t) +
+                       0.03 * sin(2 * M_PI * 150 * t));
     }
     CHECK_INT_EQ(count_starts(v, x, n), 0);
     vad_close(v);
@@ -217,8 +219,13 @@ static void check_config(void)
     vad_close(v);
     vad_close(NULL);
     struct vad_config bad[] = {
-        {.end_silence_ms = 5}, {.min_speech_ms = -1}, {.margin_db = -3}, {.start_prob = 1.5f},
-        {.start_prob = 0.3f, .stay_prob = 0.6f}, {.preroll_ms = 20000}, {.min_level_db = 10},
+        {.end_silence_ms = 5},
+        {.min_speech_ms = -1},
+        {.margin_db = -3},
+        {.start_prob = 1.5f},
+        {.start_prob = 0.3f, .stay_prob = 0.6f},
+        {.preroll_ms = 20000},
+        {.min_level_db = 10},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(vad_open(&bad[i]) == NULL);
@@ -294,8 +301,9 @@ static void check_human_speech(void)
         ts_run(v, x, n + AUDIO_RATE, &sc);
         CHECK_INT_EQ(sc.n_seg, 1);
         if (sc.n_seg >= 1)
-            printf("  goforward.raw (%.2f s): %d turn, %.2f-%.2f s, endpoint decided at %.2f s\n", n / 16000.0,
-                   sc.n_seg, sc.seg_start[0] / 16000.0, sc.seg_end[0] / 16000.0, sc.seg_decided[0] / 16000.0);
+            printf("  goforward.raw (%.2f s): %d turn, %.2f-%.2f s, endpoint decided at %.2f s\n",
+                   n / 16000.0, sc.n_seg, sc.seg_start[0] / 16000.0, sc.seg_end[0] / 16000.0,
+                   sc.seg_decided[0] / 16000.0);
         free(x);
         free(pcm);
     }
@@ -305,7 +313,10 @@ static void check_human_speech(void)
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0890.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0920.wav",
         PS_DATA "/librivox/sense_and_sensibility_01_austen_64kb-0930.wav",
-        PS_DATA "/cards/001.wav", PS_DATA "/cards/002.wav", PS_DATA "/cards/003.wav", PS_DATA "/cards/004.wav",
+        PS_DATA "/cards/001.wav",
+        PS_DATA "/cards/002.wav",
+        PS_DATA "/cards/003.wav",
+        PS_DATA "/cards/004.wav",
         PS_DATA "/cards/005.wav",
     };
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {

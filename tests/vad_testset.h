@@ -1,23 +1,23 @@
 /*
  * vad_testset.h: the labelled voice-activity test set, built at run time from synthesized speech (CMU Flite,
- * voices slt and kal16), shared by tests/test_vad.c and bench/bench_vad.c. Nothing is stored on disk: the same
- * seeds give the same audio on every run.
+ * voices slt and kal16), shared by tests/test_vad.c and bench/bench_vad.c. Nothing is stored on disk: the
+ * same seeds give the same audio on every run.
  *
  * A stream is 1 s of lead-in, then utterances separated by 0.8-1.6 s gaps (seeded), then 1.5 s of tail. Each
  * utterance's true speech region is the non-silent extent of its synthesized waveform: from the first to the
  * last 5 ms window whose RMS is within 40 dB of the clip's loudest window. One utterance is two clauses
- * synthesized apart and joined by a 250 ms pause: it is one turn, and a detector that ends the turn in the pause
- * has split it. Noise is mixed in at a stated SNR, the ratio of the mean power of the speech regions to the mean
- * power of the noise: white Gaussian noise, or "pink+hum" (1/f-shaped noise plus a 50 Hz mains hum with its
- * harmonics, half the noise power each). Every utterance is scaled to the same mean power (-26 dBFS), so
- * the SNR holds per utterance, not only on average over voices of different loudness.
+ * synthesized apart and joined by a 250 ms pause: it is one turn, and a detector that ends the turn in the
+ * pause has split it. Noise is mixed in at a stated SNR, the ratio of the mean power of the speech regions to
+ * the mean power of the noise: white Gaussian noise, or "pink+hum" (1/f-shaped noise plus a 50 Hz mains hum
+ * with its harmonics, half the noise power each). Every utterance is scaled to the same mean power (-26
+ * dBFS), so the SNR holds per utterance, not only on average over voices of different loudness.
  *
- * Scoring (ts_score): a detected turn runs from a SPEECH_START's start to the following SPEECH_END's end. A true
- * utterance is detected when exactly one detected turn overlaps it; two or more is a split; a detected turn that
- * overlaps none is a false start. Frame scores compare, per 20 ms frame, "inside a true utterance" with "inside
- * a detected turn" (segment-level labels: pauses inside an utterance count as speech, because the pipeline needs
- * the whole turn). Endpoint delay = when SPEECH_END was decided - the true end; start error = detected start -
- * true start.
+ * Scoring (ts_score): a detected turn runs from a SPEECH_START's start to the following SPEECH_END's end. A
+ * true utterance is detected when exactly one detected turn overlaps it; two or more is a split; a detected
+ * turn that overlaps none is a false start. Frame scores compare, per 20 ms frame, "inside a true utterance"
+ * with "inside a detected turn" (segment-level labels: pauses inside an utterance count as speech, because
+ * the pipeline needs the whole turn). Endpoint delay = when SPEECH_END was decided - the true end; start
+ * error = detected start - true start.
  */
 #ifndef BANTER_VAD_TESTSET_H
 #define BANTER_VAD_TESTSET_H
@@ -90,7 +90,8 @@ static const char *const ts_sentences[] = {
 };
 #define TS_N_SENTENCES (int)(sizeof ts_sentences / sizeof *ts_sentences)
 /* The two clauses spoken with a 250 ms pause between them. */
-static const char *const ts_clauses[2] = {"I was thinking about it for a while", "and now I have decided to go."};
+static const char *const ts_clauses[2] = {"I was thinking about it for a while",
+                                          "and now I have decided to go."};
 #define TS_PAUSE_MS 250
 
 static uint64_t ts_rng_state;
@@ -268,7 +269,7 @@ static inline void ts_noise(enum ts_noise kind, float *y, size_t n)
 
 /* Lays the utterances out in a stream with seeded gaps and mixes in noise at snr_db. */
 static inline void ts_stream_build(const struct ts_set *s, enum ts_noise kind, double snr_db, uint64_t seed,
-                            struct ts_stream *out)
+                                   struct ts_stream *out)
 {
     memset(out, 0, sizeof *out);
     ts_seed(seed);
@@ -426,8 +427,10 @@ struct ts_condition {
     double snr_db;
 };
 static const struct ts_condition ts_conditions[] = {
-    {"clean", TS_NOISE_NONE, 0},          {"white 20 dB", TS_NOISE_WHITE, 20},
-    {"white 10 dB", TS_NOISE_WHITE, 10},  {"pink+hum 20 dB", TS_NOISE_PINK_HUM, 20},
+    {"clean", TS_NOISE_NONE, 0},
+    {"white 20 dB", TS_NOISE_WHITE, 20},
+    {"white 10 dB", TS_NOISE_WHITE, 10},
+    {"pink+hum 20 dB", TS_NOISE_PINK_HUM, 20},
     {"pink+hum 10 dB", TS_NOISE_PINK_HUM, 10},
 };
 #define TS_N_CONDITIONS (int)(sizeof ts_conditions / sizeof *ts_conditions)

@@ -6,18 +6,19 @@
  * count are checked before anything is sized from them, and the length limit (max_seconds) is applied both to
  * the declared count and to what is actually read, because some containers (Ogg, headerless streams) declare
  * no count or a wrong one. Frames are read in fixed blocks, averaged across channels into a mono buffer that
- * grows geometrically up to the limit, so a header that lies about its length cannot make us allocate more than
- * the limit allows. Non-finite samples (float files) become 0 and everything is clamped to [-1, 1], so NaN never
- * reaches the resampler (whose filter memory it would poison) or the recognizer.
+ * grows geometrically up to the limit, so a header that lies about its length cannot make us allocate more
+ * than the limit allows. Non-finite samples (float files) become 0 and everything is clamped to [-1, 1], so
+ * NaN never reaches the resampler (whose filter memory it would poison) or the recognizer.
  *
  * Resampling. speexdsp's resampler at quality 5 by default (its "desktop" default: ~-90 dB stopband, a
- * few percent of one core for 48 -> 16 kHz). We call speex_resampler_skip_zeros() on every resampler so output
- * sample k lies at time k / out_rate, aligned with the input instead of delayed by the filter's half length;
- * the price is that the last half filter length of input is held back until more input (or zeros) follows.
- * audio_read_file() flushes that tail with zeros and trims the result to round(n_in * out_rate / in_rate)
- * samples, so a one-shot conversion has exactly the expected length, and the streaming resampler fed the same
- * input in any chunking produces the same samples. Input that does not fit in the caller's output buffer is
- * kept in a pending buffer (grown on demand, never per frame in steady use) and consumed first on the next call.
+ * few percent of one core for 48 -> 16 kHz). We call speex_resampler_skip_zeros() on every resampler so
+ * output sample k lies at time k / out_rate, aligned with the input instead of delayed by the filter's half
+ * length; the price is that the last half filter length of input is held back until more input (or zeros)
+ * follows. audio_read_file() flushes that tail with zeros and trims the result to round(n_in * out_rate /
+ * in_rate) samples, so a one-shot conversion has exactly the expected length, and the streaming resampler fed
+ * the same input in any chunking produces the same samples. Input that does not fit in the caller's output
+ * buffer is kept in a pending buffer (grown on demand, never per frame in steady use) and consumed first on
+ * the next call.
  *
  * Writing. 16-bit PCM WAV by default, FLAC (16-bit) for a path ending in .flac, Ogg/Vorbis for .ogg/.oga.
  * We convert to 16 bits ourselves (audio_f32_to_s16: clipped, rounded) rather than let libsndfile wrap
@@ -110,7 +111,8 @@ struct audio_resampler *audio_resampler_open(int in_rate, int out_rate, int qual
     int err = 0;
     r->st = speex_resampler_init(1, (spx_uint32_t)in_rate, (spx_uint32_t)out_rate, quality, &err);
     if (!r->st) {
-        core_error("audio: speexdsp resampler %d -> %d Hz: %s", in_rate, out_rate, speex_resampler_strerror(err));
+        core_error("audio: speexdsp resampler %d -> %d Hz: %s", in_rate, out_rate,
+                   speex_resampler_strerror(err));
         core_free(r);
         return NULL;
     }
@@ -128,8 +130,8 @@ void audio_resampler_close(struct audio_resampler *r)
     core_free(r);
 }
 
-/* Runs speex on in[0..n_in) into out[0..out_cap); returns samples written, *used = input consumed. speex takes
- * 32-bit lengths, so long buffers go through in slices. */
+/* Runs speex on in[0..n_in) into out[0..out_cap); returns samples written, *used = input consumed. speex
+ * takes 32-bit lengths, so long buffers go through in slices. */
 static size_t run_speex(struct audio_resampler *r, const float *in, size_t n_in, float *out, size_t out_cap,
                         size_t *used)
 {
@@ -263,7 +265,8 @@ int audio_read_file(const char *path, int rate, double max_seconds, struct audio
         return BANTER_ERR_INVALID_ARG;
     }
     if (rate != 0 && !is_rate_ok(rate)) {
-        core_errf(err, err_len, "requested sample rate %d Hz is out of range (%d..%d)", rate, MIN_RATE, MAX_RATE);
+        core_errf(err, err_len, "requested sample rate %d Hz is out of range (%d..%d)", rate, MIN_RATE,
+                  MAX_RATE);
         return BANTER_ERR_INVALID_ARG;
     }
     if (!(max_seconds >= 0) || max_seconds > 1e7) {
@@ -313,7 +316,8 @@ int audio_read_file(const char *path, int rate, double max_seconds, struct audio
         goto done;
     }
     double max_frames_d = floor(max_seconds * info.samplerate);
-    if (max_frames_d > (double)(SIZE_MAX / sizeof(float) / 4)) max_frames_d = (double)(SIZE_MAX / sizeof(float) / 4);
+    if (max_frames_d > (double)(SIZE_MAX / sizeof(float) / 4))
+        max_frames_d = (double)(SIZE_MAX / sizeof(float) / 4);
     size_t max_frames = (size_t)max_frames_d;
     if (info.frames < 0) {
         core_errf(err, err_len, "%s: negative frame count in the header", path);

@@ -2,36 +2,37 @@
  * vad.c: the built-in voice activity detector and the endpointing state machine (interface in vad.h).
  *
  * Detector, per 20 ms frame:
- *   - Speech band. The frame goes through a 300 Hz high-pass and a 3 kHz low-pass (two second-order Butterworth
- *     sections, state kept across frames). Mains hum and rumble sit below the band, hiss mostly above it, and the
- *     band still holds the first two formants of every vowel.
+ *   - Speech band. The frame goes through a 300 Hz high-pass and a 3 kHz low-pass (two second-order
+ * Butterworth sections, state kept across frames). Mains hum and rumble sit below the band, hiss mostly above
+ * it, and the band still holds the first two formants of every vowel.
  *   - Level. e = 10 log10(mean square) of the band signal, in dBFS.
  *   - Noise floor, a minimum-statistics style tracker on e: it falls at once to a quieter frame; outside a
- *     turn it rises toward unvoiced frames with a 200 ms time constant (steady noise of a new, higher level is
- *     learnt within about half a second); and it never stays below the minimum of e over the last 2.4 s (six
+ *     turn it rises toward unvoiced frames with a 200 ms time constant (steady noise of a new, higher level
+ * is learnt within about half a second); and it never stays below the minimum of e over the last 2.4 s (six
  *     0.4 s sub-windows), which bounds how long any rise can take, even inside a turn or for periodic noise.
- *   - Voicing. The largest normalized autocorrelation of the band signal over lags 40..228 (pitch 70..400 Hz),
- *     on the 20 ms frame against the 14 ms before it. Voiced speech gives 0.6-0.95; white and pink noise
+ *   - Voicing. The largest normalized autocorrelation of the band signal over lags 40..228 (pitch 70..400
+ * Hz), on the 20 ms frame against the 14 ms before it. Voiced speech gives 0.6-0.95; white and pink noise
  *     stay low; hum's period (16.7-20 ms) is outside the lag range and mostly outside the band anyway.
- *   - Probability p = P_level * (0.25 + 0.75 P_voiced), where P_level is a logistic of (e - floor - margin) and
- *     of (e - min_level), and P_voiced a logistic of the voicing around 0.45. A loud unvoiced frame reaches at
- *     most 0.25: below start_prob (0.5), so noise alone cannot start a turn, but above stay_prob (0.2), so
+ *   - Probability p = P_level * (0.25 + 0.75 P_voiced), where P_level is a logistic of (e - floor - margin)
+ * and of (e - min_level), and P_voiced a logistic of the voicing around 0.45. A loud unvoiced frame reaches
+ * at most 0.25: below start_prob (0.5), so noise alone cannot start a turn, but above stay_prob (0.2), so
  *     fricatives and plosives inside a turn keep it going.
  *
- * Endpointer: see vad.h. SPEECH_START is reported once min_speech_ms of start-level frames have been seen, with
- * the position of the first of them; SPEECH_END once end_silence_ms of frames below stay_prob have followed the
- * last speech frame, with that frame's end as the speech end.
+ * Endpointer: see vad.h. SPEECH_START is reported once min_speech_ms of start-level frames have been seen,
+ * with the position of the first of them; SPEECH_END once end_silence_ms of frames below stay_prob have
+ * followed the last speech frame, with that frame's end as the speech end.
  *
  * Measurements behind the defaults (bench_vad on this machine; the Flite test set of tests/vad_testset.h: 18
- * utterances of slt and kal16, each at -26 dBFS, clean and with white and pink+hum noise at 20 and 10 dB SNR):
+ * utterances of slt and kal16, each at -26 dBFS, clean and with white and pink+hum noise at 20 and 10 dB
+ * SNR):
  *   - End silence, `bench_vad --sweep`: the shortest wait that splits no utterance in any condition (one of
- *     them holds a 250 ms pause between two clauses) is 400 ms; 350 ms splits one in each 10 dB condition, 300
- *     ms one in every noisy condition, 250 ms two or three. The longest pause inside one utterance, counted as
- *     frames below stay_prob (`bench_vad --pauses`), is 240 ms in the human recordings of pocketsphinx-testdata
- *     (read speech with commas, digits, card names) and 220 ms in the Flite sentences. So 400 ms: 160 ms over
- *     the longest natural pause measured. Endpoint delay at 400 ms (true end of speech to SPEECH_END), over all
- *     conditions: p50 367 ms, p95 407 ms (noise hides the weakest last sounds, so in noise the wait starts a
- *     little before the true end and the delay comes out under 400 ms).
+ *     them holds a 250 ms pause between two clauses) is 400 ms; 350 ms splits one in each 10 dB condition,
+ * 300 ms one in every noisy condition, 250 ms two or three. The longest pause inside one utterance, counted
+ * as frames below stay_prob (`bench_vad --pauses`), is 240 ms in the human recordings of
+ * pocketsphinx-testdata (read speech with commas, digits, card names) and 220 ms in the Flite sentences. So
+ * 400 ms: 160 ms over the longest natural pause measured. Endpoint delay at 400 ms (true end of speech to
+ * SPEECH_END), over all conditions: p50 367 ms, p95 407 ms (noise hides the weakest last sounds, so in noise
+ * the wait starts a little before the true end and the delay comes out under 400 ms).
  *   - Margin: 4, 5 and 6 dB all find every utterance with no false start; 6 dB keeps the most distance from
  *     noise (frame accuracy 0.1-0.4 points under 4 dB). Frame accuracy at the defaults: clean 99.2%, white
  *     20 dB 97.6%, white 10 dB 96.6%, pink+hum 20 dB 97.8%, pink+hum 10 dB 96.5%; precision >= 99.9% in noise
@@ -58,15 +59,15 @@
 
 #define FRAME AUDIO_FRAME
 #define FRAME_MS 20
-#define LAG_MIN 40  /* 400 Hz */
-#define LAG_MAX 228 /* 70 Hz */
-#define VOICE_WIN 480 /* 30 ms voicing window */
-#define BAND_HIST 768 /* band signal kept: the window plus the longest lag, rounded up to whole frames */
+#define LAG_MIN 40      /* 400 Hz */
+#define LAG_MAX 228     /* 70 Hz */
+#define VOICE_WIN 480   /* 30 ms voicing window */
+#define BAND_HIST 768   /* band signal kept: the window plus the longest lag, rounded up to whole frames */
 #define FLOOR_RISE 0.1f /* per frame: a 200 ms time constant */
 #define MIN_WIN 20      /* frames per minimum-statistics sub-window (0.4 s) */
 #define N_MIN_WIN 6     /* sub-windows: 2.4 s of history */
 #define E_MIN (-100.0f)
-#define MAX_BACK 16 /* frames a start may reach back over unvoiced onset (320 ms) */
+#define MAX_BACK 16      /* frames a start may reach back over unvoiced onset (320 ms) */
 #define BACK_SNR_DB 3.0f /* level over the floor that such onset frames need */
 
 struct biquad {
@@ -82,22 +83,22 @@ struct vad {
     struct biquad hp, lp;
     float band[BAND_HIST]; /* the latest band-passed samples, oldest first; this frame is the last FRAME */
     float floor_db;
-    float win_min[N_MIN_WIN]; /* minima of finished sub-windows, ring */
-    int n_win_done;           /* finished sub-windows (saturates at N_MIN_WIN) */
-    int win_pos;              /* next ring slot */
-    float cur_min;            /* minimum of the sub-window in progress */
-    int cur_n;                /* frames in it */
+    float win_min[N_MIN_WIN];       /* minima of finished sub-windows, ring */
+    int n_win_done;                 /* finished sub-windows (saturates at N_MIN_WIN) */
+    int win_pos;                    /* next ring slot */
+    float cur_min;                  /* minimum of the sub-window in progress */
+    int cur_n;                      /* frames in it */
     float last_voicing, last_level; /* of the last frame, for diagnostics */
 
     /* endpointer */
-    int64_t n_frames;   /* frames fed since open/reset */
+    int64_t n_frames; /* frames fed since open/reset */
     bool in_speech;
-    int64_t cand_first; /* first frame of a possible start, -1 = none */
-    int cand_count;     /* start-level frames since cand_first */
-    int cand_gap;       /* consecutive frames below start level inside the candidate */
-    int64_t last_speech; /* last frame at or above stay level inside a turn */
+    int64_t cand_first;           /* first frame of a possible start, -1 = none */
+    int cand_count;               /* start-level frames since cand_first */
+    int cand_gap;                 /* consecutive frames below start level inside the candidate */
+    int64_t last_speech;          /* last frame at or above stay level inside a turn */
     float snr_hist[MAX_BACK + 8]; /* level over the floor (dB) of the latest frames, ring by frame number */
-    float last_snr;                /* of the frame being fed */
+    float last_snr;               /* of the frame being fed */
 
     /* ring of recent input for the pre-roll */
     float *ring; /* [ring_cap] */
@@ -344,8 +345,8 @@ static float detect(struct vad *v, const float *frame)
     if (e < E_MIN) e = E_MIN;
     float vc = voicing(v->band);
     float p_voiced = logistic((vc - 0.45f) / 0.05f);
-    float p_level = logistic((e - v->floor_db - v->cfg.margin_db) / 1.5f) *
-                    logistic((e - v->cfg.min_level_db) / 1.5f);
+    float p_level =
+        logistic((e - v->floor_db - v->cfg.margin_db) / 1.5f) * logistic((e - v->cfg.min_level_db) / 1.5f);
     float p = p_level * (0.25f + 0.75f * p_voiced);
     v->last_snr = e - v->floor_db;
     track_floor(v, e, !v->in_speech && p_voiced < 0.5f);
@@ -374,8 +375,8 @@ static int endpoint(struct vad *v, float p, struct vad_event *ev)
                 v->in_speech = true;
                 v->last_speech = f;
                 ev->type = VAD_SPEECH_START;
-                /* Speech often opens unvoiced or weak ("th", "s", "h"): reach back over the frames just before
-                 * the voiced run that stood clearly above the noise floor. */
+                /* Speech often opens unvoiced or weak ("th", "s", "h"): reach back over the frames just
+                 * before the voiced run that stood clearly above the noise floor. */
                 int64_t first = v->cand_first;
                 while (first > 0 && v->cand_first - first < MAX_BACK && first > f - n_hist + 1 &&
                        v->snr_hist[(first - 1) % n_hist] >= BACK_SNR_DB)

@@ -13,12 +13,13 @@
  *      below stay_prob. The lower stay threshold carries unvoiced sounds and the gaps between words; the
  *      end_silence wait (the hangover) carries pauses inside a sentence.
  *
- * Default endpoint: 400 ms of silence. The endpoint wait is the largest single part of the "end of user speech to
- * first reply audio" latency, so it is as short as speech allows: the shortest wait that split no utterance of
- * the Flite test set in any noise condition (350 ms split the 250 ms intra-sentence pause at 10 dB SNR), and
- * 160 ms longer than the longest pause measured inside a single utterance of the human recordings in
- * pocketsphinx-testdata (240 ms). Measured endpoint delay: p50 367 ms, p95 407 ms (vad.c has the details).
- * Callers that can wait longer for fewer premature endpoints (slow speakers, dictation) raise end_silence_ms.
+ * Default endpoint: 400 ms of silence. The endpoint wait is the largest single part of the "end of user
+ * speech to first reply audio" latency, so it is as short as speech allows: the shortest wait that split no
+ * utterance of the Flite test set in any noise condition (350 ms split the 250 ms intra-sentence pause at 10
+ * dB SNR), and 160 ms longer than the longest pause measured inside a single utterance of the human
+ * recordings in pocketsphinx-testdata (240 ms). Measured endpoint delay: p50 367 ms, p95 407 ms (vad.c has
+ * the details). Callers that can wait longer for fewer premature endpoints (slow speakers, dictation) raise
+ * end_silence_ms.
  *
  * Timestamps are sample positions at 16 kHz counted from vad_open / vad_reset (divide by 16 for ms).
  *
@@ -33,14 +34,14 @@
 
 /* Zero in any field means its default (vad_config_default fills them in). */
 struct vad_config {
-    float margin_db;     /* speech-band energy above the noise floor that counts as speech (default 6 dB) */
-    float min_level_db;  /* speech-band level (dBFS) below which nothing is speech (default -60 dBFS) */
-    int min_speech_ms;   /* speech needed before SPEECH_START (default 80 ms) */
-    int end_silence_ms;  /* silence that ends a turn: the endpoint (default 400 ms) */
-    int preroll_ms;      /* audio kept from before the detected start, for the recognizer (default 200 ms;
-                            negative = none) */
-    float start_prob;    /* probability a frame needs to count toward a start (default 0.5) */
-    float stay_prob;     /* probability that keeps a turn going (default 0.2) */
+    float margin_db;    /* speech-band energy above the noise floor that counts as speech (default 6 dB) */
+    float min_level_db; /* speech-band level (dBFS) below which nothing is speech (default -60 dBFS) */
+    int min_speech_ms;  /* speech needed before SPEECH_START (default 80 ms) */
+    int end_silence_ms; /* silence that ends a turn: the endpoint (default 400 ms) */
+    int preroll_ms;     /* audio kept from before the detected start, for the recognizer (default 200 ms;
+                           negative = none) */
+    float start_prob;   /* probability a frame needs to count toward a start (default 0.5) */
+    float stay_prob;    /* probability that keeps a turn going (default 0.2) */
 };
 
 void vad_config_default(struct vad_config *cfg);
