@@ -23,6 +23,10 @@
  * Writing. 16-bit PCM WAV by default, FLAC (16-bit) for a path ending in .flac, Ogg/Vorbis for .ogg/.oga.
  * We convert to 16 bits ourselves (audio_f32_to_s16: clipped, rounded) rather than let libsndfile wrap
  * out-of-range floats around.
+ *
+ * Threads: every function here may run on several threads at once on different objects. The one shared thing is
+ * libsndfile's message for a failed open (sf_strerror(NULL) is process-global), so under concurrent failures a
+ * message may name another file's problem; the status is still right, since we open the file ourselves first.
  */
 #include "audio/audio.h"
 
