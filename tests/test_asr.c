@@ -4,7 +4,7 @@
  *   1. goforward.raw ("go forward ten meters", Debian's pocketsphinx-testdata) is recognized.
  *   2. The LibriVox recordings of the same package (read speech, with transcripts): word error rate below a
  *      measured bound, for the default forward pass and for the second pass; the final-result latency (time
- *      inside banter_asr_end) of both is printed, and the forward pass must finish within a few tens of ms.
+ *      inside banter_asr_end) of both is printed (not asserted: speed is measured by benchmarks, not tests).
  *   3. Round trip: Flite's slt and kal16 voices speak ordinary sentences, PocketSphinx recognizes them, and
  * the word error rate stays below a measured bound.
  *   4. Streaming: 20 ms pieces give partial hypotheses before the end and the same final text as one buffer.
@@ -43,8 +43,6 @@
 #define WER_LIBRIVOX_FORWARD 0.40
 #define WER_LIBRIVOX_SECOND 0.40
 #define WER_FLITE 0.15
-#define FINAL_MS_FORWARD                                                                                     \
-    150.0 /* forward pass: mean time from the last sample to the final text (~15 measured) */
 
 static bool g_quick;
 
@@ -195,7 +193,6 @@ static void test_librivox(banter_asr *forward, banter_asr *second)
     banter_asr *which[2] = {forward, second};
     const char *names[2] = {"forward pass only (default)", "with second pass"};
     double bounds[2] = {WER_LIBRIVOX_FORWARD, WER_LIBRIVOX_SECOND};
-    double final_mean[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         if (!which[k]) continue;
         int errors = 0, words = 0;
@@ -228,12 +225,9 @@ static void test_librivox(banter_asr *forward, banter_asr *second)
             names[k], wer, errors, words, n_utt, decode > 0 ? audio / decode : 0, final_sum / n_utt,
             final_max);
         CHECK(wer <= bounds[k]);
-        final_mean[k] = final_sum / n_utt;
     }
-    /* Absolute times depend on the machine and its load, so the forward pass is held to a generous absolute
-     * bound and, where the second pass ran on the same audio, to a fraction of its delay. */
-    if (!TEST_ASAN) CHECK(final_mean[0] <= FINAL_MS_FORWARD);
-    if (second) CHECK(final_mean[0] < 0.5 * final_mean[1]);
+    /* The delays are printed, not asserted: speed belongs to benchmarks, and a timed assertion fails on a loaded
+     * machine for reasons that are not bugs. */
 }
 
 /* ---- 3. Flite round trip ---- */
