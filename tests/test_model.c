@@ -14,7 +14,7 @@
 
 static char g_tmp[256];
 
-enum edit { EDIT_NONE, EDIT_DROP_TENSOR, EDIT_SHAPE, EDIT_TYPE, EDIT_ARCH, EDIT_ZERO_EMBD, EDIT_KV_HEADS };
+enum edit { EDIT_NONE, EDIT_DROP_TENSOR, EDIT_SHAPE, EDIT_TYPE, EDIT_ARCH, EDIT_ZERO_EMBD, EDIT_KV_HEADS, EDIT_SOFTCAP };
 
 /* Writes a copy of the fixture at src with one edit applied; returns the path. */
 static const char *write_edited(const char *src, enum edit ed, const char *name)
@@ -34,6 +34,7 @@ static const char *write_edited(const char *src, enum edit ed, const char *name)
         else if (ed == EDIT_KV_HEADS && !strcmp(key, "gemma3.attention.head_count_kv")) gguf_writer_set_u32(w, key, 3);
         else gguf_writer_copy_kv(w, kv);
     }
+    if (ed == EDIT_SOFTCAP) gguf_writer_set_f32(w, "gemma3.final_logit_softcapping", 2.0f);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const struct gguf_tensor *t = &f->tensors[i];
         char tn[128];
@@ -215,6 +216,48 @@ static void check_requests(const char *fixture)
     CHECK_INT_EQ(banter_model_open(NULL, NULL, &m, NULL, 0), BANTER_ERR_INVALID_ARG);
 }
 
+/* Last-token logits of a short prompt, or NULL. */
+static float *prompt_logits(const char *path, int *n_vocab)
+{
+    banter_model *m = NULL;
+    if (banter_model_open(path, NULL, &m, NULL, 0) != BANTER_OK) return NULL;
+    banter_model_desc d;
+    banter_model_describe(m, &d);
+    banter_context *c = NULL;
+    float *out = NULL;
+    int s;
+    const float *lg = NULL;
+    banter_token toks[5] = {2, 300, 301, 302, 303};
+    if (banter_context_open(m, NULL, &c) == BANTER_OK && banter_seq_open(c, &s) == BANTER_OK &&
+        banter_seq_feed(c, s, toks, 5, &lg) == BANTER_OK && (out = malloc((size_t)d.n_vocab * sizeof *out)))
+        memcpy(out, lg, (size_t)d.n_vocab * sizeof *out);
+    *n_vocab = d.n_vocab;
+    banter_context_close(c);
+    banter_model_close(m);
+    return out;
+}
+
+/* final_logit_softcapping (Gemma 2 style) squashes the final logits to cap * tanh(x / cap). */
+static void check_softcap(const char *fixture)
+{
+    const char *p = write_edited(fixture, EDIT_SOFTCAP, "softcap");
+    int nv = 0, nv2 = 0;
+    float *plain = prompt_logits(fixture, &nv), *capped = p ? prompt_logits(p, &nv2) : NULL;
+    CHECK(plain && capped && nv == nv2);
+    if (plain && capped) {
+        double worst = 0, mx = 0;
+        for (int i = 0; i < nv; i++) {
+            double want = 2.0 * tanh(plain[i] / 2.0);
+            if (fabs(capped[i] - want) > worst) worst = fabs(capped[i] - want);
+            if (fabs(plain[i]) > mx) mx = fabs(plain[i]);
+        }
+        CHECK(worst < 1e-5);
+        CHECK(mx > 2.0); /* the cap actually changed something */
+    }
+    free(plain);
+    free(capped);
+}
+
 int main(void)
 {
     char fixture[512];
@@ -224,6 +267,7 @@ int main(void)
     check_bad_models(fixture);
     check_alloc_failures(fixture);
     check_requests(fixture);
+    check_softcap(fixture);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

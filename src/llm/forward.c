@@ -283,6 +283,12 @@ static void fwd_worker(void *arg, int ith, int nth)
             rmsnorm(c->h + (size_t)c->out_row[i] * E, c->x + (size_t)i * E, m->output_norm, E, hp->eps);
     pool_barrier(pool);
     if (f->n_out) matmul1(f, ith, nth, c->h, f->n_out, &m->output, c->logits);
+    if (f->n_out && hp->logit_softcap > 0) {
+        int64_t lo, hi;
+        split((int64_t)f->n_out * hp->n_vocab, 1024, ith, nth, &lo, &hi);
+        float cap = hp->logit_softcap, inv = 1.0f / cap;
+        for (int64_t j = lo; j < hi; j++) c->logits[j] = cap * tanhf(c->logits[j] * inv);
+    }
 }
 
 int llm_forward(struct banter_context *c, const banter_batch_entry *e, int n)

@@ -195,6 +195,11 @@ static int load_hparams(struct banter_model *m, char *err, size_t err_len)
         }
         hp->rope_scale = 1.0f / scaling;
     }
+    if ((rc = get_f32(f, a, "final_logit_softcapping", &hp->logit_softcap, false, err, err_len))) return rc;
+    if (!(hp->logit_softcap >= 0) || !isfinite(hp->logit_softcap)) {
+        core_errf(err, err_len, "model: implausible final_logit_softcapping %g", hp->logit_softcap);
+        return BANTER_ERR_FORMAT;
+    }
     if (!(hp->eps > 0 && hp->eps < 1) || !(hp->rope_base > 0) || !isfinite(hp->rope_base)) {
         core_errf(err, err_len, "model: implausible norm epsilon %g or rope base %g", hp->eps, hp->rope_base);
         return BANTER_ERR_FORMAT;

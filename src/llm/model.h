@@ -49,6 +49,7 @@ struct llm_hparams {
     bool gelu;            /* GELU (tanh) gate activation instead of SiLU */
     float embd_scale;     /* multiplies token embeddings (sqrt(n_embd) for Gemma, 1 otherwise) */
     float attn_scale;     /* multiplies Q·K */
+    float logit_softcap;  /* final logits become cap * tanh(logits / cap) when > 0 (final_logit_softcapping) */
 };
 
 struct llm_layer {
