@@ -278,17 +278,25 @@ BANTER_API banter_status banter_asr_open(const banter_asr_config *cfg, banter_as
         return BANTER_ERR_NOMEM;
     }
     int rc = asr_model_open(&ac, &a->model, err, err_len);
-    if (rc) goto fail_model;
-    rc = asr_stream_open(a->model, &a->stream, err, err_len);
-    if (rc) goto fail_stream;
+    if (rc) {
+        core_free(a);
+        return (banter_status)rc;
+    }
     *out = a;
     return BANTER_OK;
+}
 
-fail_stream:
-    asr_model_close(a->model);
-fail_model:
-    core_free(a);
-    return (banter_status)rc;
+struct asr_model *asr_handle_model(banter_asr *a)
+{
+    return a ? a->model : NULL;
+}
+
+/* The handle's own stream is opened on first use, so that a handle used only to share its model with
+ * conversations (banter_session_open) leaves the model's first decoder to them. */
+static int ensure_stream(banter_asr *a)
+{
+    if (a->stream) return 0;
+    return asr_stream_open(a->model, &a->stream, a->err, sizeof a->err);
 }
 
 BANTER_API void banter_asr_close(banter_asr *a)
@@ -307,7 +315,7 @@ BANTER_API const char *banter_asr_error(const banter_asr *a)
 /* Copies the stream's error into the handle after a failed call. */
 static banter_status asr_result(banter_asr *a, int rc)
 {
-    if (rc) core_errf(a->err, sizeof a->err, "%s", asr_stream_error(a->stream));
+    if (rc && a->stream) core_errf(a->err, sizeof a->err, "%s", asr_stream_error(a->stream));
     return (banter_status)rc;
 }
 
@@ -315,6 +323,8 @@ BANTER_API banter_status banter_asr_begin(banter_asr *a)
 {
     if (!a) return BANTER_ERR_INVALID_ARG;
     a->err[0] = 0;
+    int rc = ensure_stream(a);
+    if (rc) return (banter_status)rc;
     return asr_result(a, asr_stream_begin(a->stream));
 }
 
@@ -325,12 +335,14 @@ BANTER_API banter_status banter_asr_feed(banter_asr *a, const float *samples, si
         core_errf(a->err, sizeof a->err, "feed: samples is NULL");
         return BANTER_ERR_INVALID_ARG;
     }
+    int rc = ensure_stream(a);
+    if (rc) return (banter_status)rc;
     return asr_result(a, asr_stream_feed(a->stream, samples, n));
 }
 
 BANTER_API const char *banter_asr_partial(banter_asr *a)
 {
-    return a ? asr_stream_partial(a->stream) : "";
+    return a && a->stream ? asr_stream_partial(a->stream) : "";
 }
 
 BANTER_API banter_status banter_asr_end(banter_asr *a, const char **text, banter_asr_timing *timing)
@@ -339,8 +351,10 @@ BANTER_API banter_status banter_asr_end(banter_asr *a, const char **text, banter
     *text = NULL;
     if (timing) memset(timing, 0, sizeof *timing);
     if (!a) return BANTER_ERR_INVALID_ARG;
+    int rc = ensure_stream(a);
+    if (rc) return (banter_status)rc;
     struct asr_timing t;
-    int rc = asr_stream_end(a->stream, text, &t);
+    rc = asr_stream_end(a->stream, text, &t);
     if (rc == 0 && timing) {
         timing->audio_ms = t.audio_ms;
         timing->decode_ms = t.decode_ms;

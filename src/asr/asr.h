@@ -89,6 +89,10 @@ int asr_stream_end(struct asr_stream *s, const char **text, struct asr_timing *t
 const char *asr_stream_error(const struct asr_stream *s);
 bool asr_stream_in_utterance(const struct asr_stream *s);
 
+/* The shared model behind a public recognizer handle (for conversations that open their own streams). */
+typedef struct banter_asr banter_asr;
+struct asr_model *asr_handle_model(banter_asr *a);
+
 /* The PocketSphinx engine (asr_pocketsphinx.c). */
 extern const struct asr_engine asr_pocketsphinx;
 
