@@ -220,8 +220,44 @@ static void test_limits(void)
     CHECK_INT_EQ(col.n, 1);
 }
 
+/* The session's first-chunk limits: the first chunk ends after first_max_words words or first_max_bytes bytes
+ * even without punctuation, and later chunks follow the normal rules. */
+static void test_first_chunk_limits(void)
+{
+    struct tts_chunker_config cfg = {.first_max_words = 5, .first_max_bytes = 60};
+    struct collected col;
+    const char *text = "The capital of France is Paris and it has been for a very long time indeed.";
+    for (size_t piece = 0; piece <= 7; piece++) {
+        run(text, piece, &cfg, &col);
+        CHECK_INT_EQ(col.n, 2);
+        CHECK_STR_EQ(col.text[0], "The capital of France is");
+        CHECK_STR_EQ(col.text[1], "Paris and it has been for a very long time indeed.");
+        CHECK_INT_EQ(col.offset[1], 25);
+    }
+    /* Punctuation before the word limit still cuts first. */
+    run("Sure! The capital of France is Paris.", 0, &cfg, &col);
+    CHECK_INT_EQ(col.n, 2);
+    CHECK_STR_EQ(col.text[0], "Sure!");
+    /* Long words without spaces: the byte limit cuts at the last space, or inside the word. */
+    run("Supercalifragilisticexpialidocious antidisestablishmentarianism floccinaucinihilipilification "
+        "is long.", 4, &cfg, &col);
+    CHECK(col.n >= 2);
+    CHECK(strlen(col.text[0]) <= 60);
+    CHECK_STR_EQ(col.text[0], "Supercalifragilisticexpialidocious");
+    char word[200];
+    memset(word, 'a', 150);
+    word[150] = 0;
+    run(word, 1, &cfg, &col);
+    CHECK(col.n >= 2);
+    CHECK_INT_EQ(strlen(col.text[0]), 60);
+    /* Off by default. */
+    run(text, 0, NULL, &col);
+    CHECK_INT_EQ(col.n, 1);
+}
+
 int main(void)
 {
+    test_first_chunk_limits();
     test_clauses();
     test_not_boundaries();
     test_utf8();

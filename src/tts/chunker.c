@@ -10,6 +10,7 @@
 
 #include "core/core.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* Words that end with a dot but rarely end a sentence. Compared case-insensitively, without their final dot.
@@ -63,9 +64,13 @@ void tts_chunker_init(struct tts_chunker *c, const struct tts_chunker_config *cf
     if (c->cfg.comma_min_words <= 0) c->cfg.comma_min_words = 8;
     if (c->cfg.clause_min_words <= 0) c->cfg.clause_min_words = 4;
     if (c->cfg.max_bytes == 0) c->cfg.max_bytes = 300;
+    if (c->cfg.first_max_words <= 0) c->cfg.first_max_words = INT_MAX;
+    if (c->cfg.first_max_bytes == 0) c->cfg.first_max_bytes = c->cfg.max_bytes;
     /* Room for a whole UTF-8 character past the limit, so a hard cut always finds a character boundary. */
     if (c->cfg.max_bytes > TTS_CHUNKER_CAP - 8) c->cfg.max_bytes = TTS_CHUNKER_CAP - 8;
     if (c->cfg.max_bytes < 16) c->cfg.max_bytes = 16;
+    if (c->cfg.first_max_bytes > c->cfg.max_bytes) c->cfg.first_max_bytes = c->cfg.max_bytes;
+    if (c->cfg.first_max_bytes < 16) c->cfg.first_max_bytes = 16;
 }
 
 static int count_words(const char *s, size_t n)
@@ -209,7 +214,7 @@ static int hard_cut(struct tts_chunker *c, tts_chunk_fn emit, void *user)
 int tts_chunker_feed(struct tts_chunker *c, const char *text, size_t len, tts_chunk_fn emit, void *user)
 {
     for (size_t i = 0; i < len; i++) {
-        if (c->len >= c->cfg.max_bytes) {
+        if (c->len >= (c->n_emitted == 0 ? c->cfg.first_max_bytes : c->cfg.max_bytes)) {
             int rc = hard_cut(c, emit, user);
             if (rc) return rc;
         }
@@ -222,7 +227,8 @@ int tts_chunker_feed(struct tts_chunker *c, const char *text, size_t len, tts_ch
             size_t ws = c->len - 1;
             int words = count_words(c->buf, ws);
             enum boundary kind = boundary_before(c, ws, words);
-            if (cut_here(c, kind, words) || (byte == '\n' && words >= 1))
+            bool first_full = c->n_emitted == 0 && words >= c->cfg.first_max_words;
+            if (cut_here(c, kind, words) || (byte == '\n' && words >= 1) || first_full)
                 rc = emit_prefix(c, ws, c->len, emit, user);
         } else if (byte >= 0x80 && (ends_with(c->buf, c->len, "\xE3\x80\x82") ||  /* 。 */
                                     ends_with(c->buf, c->len, "\xEF\xBC\x81") ||  /* ！ */

@@ -3,7 +3,10 @@
  *
  * Speech can start as soon as the first clause is complete, so the chunker emits a chunk the moment a clause
  * boundary is certain, and the first chunk of a reply may be short (two words are enough at a comma): that
- * chunk decides the reply's time to first audio. Later chunks are cut only where the pause is natural
+ * chunk decides the reply's time to first audio. For the same reason a caller may end the first chunk after
+ * first_max_words words (or first_max_bytes bytes) even where no punctuation came: the session does (five
+ * words), so a reply that opens with a long sentence starts speaking early, at the price of a small pause in
+ * its prosody. Later chunks are cut only where the pause is natural
  * (sentence ends, ; and :, commas once a clause is long enough), because every chunk is synthesized as its
  * own utterance and too many cuts make the prosody choppy.
  *
@@ -34,6 +37,8 @@ struct tts_chunker_config {
     int comma_min_words;  /* later chunks end at a comma once they have this many words; 0 = 8 */
     int clause_min_words; /* later chunks end at ; or : once they have this many words; 0 = 4 */
     size_t max_bytes;     /* cut without a boundary beyond this many bytes; 0 = 300 */
+    int first_max_words;  /* the first chunk ends after this many words even without a boundary; 0 = off */
+    size_t first_max_bytes; /* ... or beyond this many bytes (at its last space); 0 = max_bytes */
 };
 
 /* One emitted chunk: text trimmed of surrounding whitespace, never empty. `offset` is the byte position of
