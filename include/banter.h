@@ -324,6 +324,16 @@ BANTER_API banter_status banter_model_synth(const banter_synth_config *cfg, cons
  */
 #define BANTER_SAMPLE_RATE 16000
 
+/* Reads a sound file (WAV, FLAC, Ogg, ...; any rate and channel count) as 16 kHz mono float. Files longer than
+ * max_seconds (0 = 3600) are refused. *samples is freed with banter_audio_free. Thread-safe. */
+BANTER_API banter_status banter_audio_read(const char *path, double max_seconds, float **samples, size_t *n,
+                                           char *err, size_t err_len);
+BANTER_API void banter_audio_free(float *samples);
+
+/* Writes 16 kHz mono float samples as 16-bit WAV (FLAC for .flac, Ogg Vorbis for .ogg). Thread-safe. */
+BANTER_API banter_status banter_audio_write(const char *path, const float *samples, size_t n, char *err,
+                                            size_t err_len);
+
 /* A speech recognizer: a loaded model and one decoder. Opening one loads the model (PocketSphinx: 0.5-1 s and
  * about 100 MB), so open it once and keep it; each utterance after that is cheap. One thread at a time. */
 typedef struct banter_asr banter_asr;
@@ -438,6 +448,168 @@ BANTER_API banter_status banter_tts_synthesize_file(banter_tts *t, const char *t
 /* Asks the synthesis in progress on t to stop at its next piece of audio; it then returns BANTER_ERR_CANCELLED.
  * May be called from any thread, including from on_audio. Without a synthesis in progress it does nothing. */
 BANTER_API void banter_tts_cancel(banter_tts *t);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Conversations: the voice pipeline. A banter_session holds one spoken conversation: audio in, spoken answer out.
+ * Inside, every stage streams into the next (see the README): voice activity detection finds the end of the
+ * user's turn, the recognizer's final text becomes a user message, the language model prefills only the new
+ * turn's tokens into the conversation's KV cache and streams its reply into a clause chunker, and each clause is
+ * synthesized as soon as it is complete. Speech during the reply (barge-in) stops generation and playback at
+ * once, cuts the assistant's message to the words actually played, and truncates the KV cache to match.
+ */
+
+/* A language model for conversations: the native engine on a GGUF file, or a remote OpenAI-compatible
+ * server. One serves any number of sessions (up to n_sessions for the native engine). Thread-safe. */
+typedef struct banter_llm banter_llm;
+
+typedef struct banter_llm_config {
+    const char *model;        /* GGUF file for the native engine; or NULL and: */
+    const char *url;          /* an OpenAI-compatible server ("http://host:port", "/v1" optional), streamed over
+                                 SSE from /v1/chat/completions */
+    const char *remote_model; /* the "model" field sent to the server (NULL = "default") */
+    const char *api_key;      /* sent as "Authorization: Bearer KEY" (NULL = none) */
+    double timeout_s;         /* remote: the longest wait for any byte of the answer; 0 = 30 */
+    int n_ctx;                /* native: positions per conversation; 0 = min(model's, 4096) */
+    int n_sessions;           /* native: conversations at once (KV caches); 0 = 1 */
+    int n_threads;            /* native: kernel threads; 0 = all cores */
+} banter_llm_config;
+
+BANTER_API banter_llm_config banter_llm_config_default(void);
+
+/* Opens a language model (exactly one of model and url). On failure *out is NULL and err holds a message. */
+BANTER_API banter_status banter_llm_open(const banter_llm_config *cfg, banter_llm **out, char *err,
+                                         size_t err_len);
+BANTER_API void banter_llm_close(banter_llm *l);
+
+/* A one-line description of the model. Owned by l. Thread-safe. */
+BANTER_API const char *banter_llm_describe(const banter_llm *l);
+
+typedef struct banter_session banter_session;
+
+typedef enum banter_session_state {
+    BANTER_STATE_LISTENING = 0,     /* waiting for the user */
+    BANTER_STATE_USER_SPEAKING = 1, /* the user is speaking */
+    BANTER_STATE_THINKING = 2,      /* the turn ended; the reply is being prepared, nothing audible yet */
+    BANTER_STATE_SPEAKING = 3,      /* reply audio is being played */
+} banter_session_state;
+
+/* "listening", "user_speaking", "thinking", "speaking". Static. */
+BANTER_API const char *banter_session_state_str(banter_session_state state);
+
+typedef enum banter_event_type {
+    BANTER_EVENT_STATE = 1,        /* the state changed to ev->state */
+    BANTER_EVENT_SPEECH_START = 2, /* speech began at input sample ev->sample_pos */
+    BANTER_EVENT_SPEECH_END = 3,   /* speech ended at ev->sample_pos; the endpoint was decided now */
+    BANTER_EVENT_PARTIAL = 4,      /* ev->text: the recognizer's hypothesis so far */
+    BANTER_EVENT_USER_TEXT = 5,    /* ev->text: the final transcript, now the user's message */
+    BANTER_EVENT_NO_TURN = 6,      /* speech ended but nothing was recognized; no turn was taken */
+    BANTER_EVENT_REPLY_TEXT = 7,   /* ev->text: the next piece of the reply as the model writes it */
+    BANTER_EVENT_REPLY_CHUNK = 8,  /* ev->text: a clause handed to the synthesizer */
+    BANTER_EVENT_AUDIO = 9,        /* ev->samples: reply audio as it is synthesized (before it is played) */
+    BANTER_EVENT_BARGE_IN = 10,    /* the user interrupted; ev->text: the part of the reply that was heard */
+    BANTER_EVENT_REPLY_DONE = 11,  /* ev->text: the assistant message as it now stands in the history */
+    BANTER_EVENT_TURN = 12,        /* ev->turn: the latency record of the turn that just ended */
+    BANTER_EVENT_ERROR = 13,       /* ev->status and ev->text: what failed; the session carries on */
+} banter_event_type;
+
+/* The latency record of one turn. Positions count input samples (16 kHz) since the session opened; times are
+ * wall milliseconds after the endpoint was decided (0 when the stage did not happen). The headline figure is
+ * total_ms: end of user speech to first reply audio = endpoint_delay_ms + processing_ms. */
+typedef struct banter_turn_stats {
+    int turn;                 /* 1, 2, ... */
+    int64_t speech_end_pos;   /* where the user's speech ended in the input */
+    int64_t endpoint_pos;     /* where the endpoint was decided (speech end + the silence wait) */
+    double endpoint_delay_ms; /* (endpoint_pos - speech_end_pos) in ms of audio */
+    double asr_final_ms;      /* the recognizer's final text */
+    double first_token_ms;    /* the model's first piece of text */
+    double first_chunk_ms;    /* the first clause handed to the synthesizer */
+    double first_audio_ms;    /* the first reply sample ready to play: the processing latency */
+    double processing_ms;     /* = first_audio_ms */
+    double total_ms;          /* endpoint_delay_ms + processing_ms */
+    double reply_ms;          /* until the reply was fully generated and synthesized */
+    double cpu_ms;            /* CPU time of the whole process from the endpoint to the end of the reply */
+    int n_prompt;             /* tokens of the prompt (native engine) */
+    int n_prefilled;          /* of which prefilled in this turn (the rest was cached, or prefilled
+                                 speculatively while the user paused) */
+    int n_speculated;         /* tokens prefilled speculatively before the endpoint */
+    int n_generated;          /* pieces of reply text generated */
+    size_t n_reply_samples;   /* reply audio synthesized */
+    bool interrupted;         /* the user barged in */
+    bool failed;              /* the language model failed and an apology was spoken */
+} banter_turn_stats;
+
+typedef struct banter_event {
+    banter_event_type type;
+    banter_session_state state; /* the state after this event */
+    const char *text;           /* NUL-terminated UTF-8, or NULL */
+    const float *samples;       /* AUDIO: 16 kHz mono float */
+    size_t n_samples;
+    int64_t sample_pos; /* SPEECH_START / SPEECH_END: input position */
+    const banter_turn_stats *turn; /* TURN */
+    banter_status status;          /* ERROR */
+} banter_event;
+
+/* Receives the session's events. Everything it points to is borrowed for the call. Called from the thread
+ * that calls banter_session_process and from the session's own threads, never two at once for one session.
+ * It must not call banter_session_* functions (it may signal another thread that does). */
+typedef void (*banter_event_fn)(const banter_event *ev, void *user);
+
+typedef struct banter_session_config {
+    const char *system_prompt; /* NULL = a short voice-assistant prompt; "" = none */
+    banter_tts_config tts;     /* the assistant's voice (zero = Flite slt) */
+    const banter_sampler_config *sampler; /* NULL = banter_sampler_config_default() */
+    int max_reply_tokens;      /* 0 = 200 */
+    int end_silence_ms;        /* silence that ends the user's turn; 0 = 400 (the recognizer's endpoint) */
+    int speculate_ms;          /* after this much silence, prefill the partial transcript before the endpoint;
+                                  0 = 200, negative = never */
+    bool no_barge_in;          /* ignore speech while the assistant speaks (for open speakers without echo
+                                  cancellation) */
+    const char *apology;       /* spoken when the language model fails; NULL = a default sentence */
+} banter_session_config;
+
+BANTER_API banter_session_config banter_session_config_default(void);
+
+/* Opens a conversation on a language model and a recognizer (whose loaded model it shares; the session takes
+ * a decoder of its own). Starts the session's reply thread. on_event may be NULL. On failure *out is NULL and
+ * err holds a message. Close with banter_session_close, before the llm and asr it uses. */
+BANTER_API banter_status banter_session_open(banter_llm *llm, banter_asr *asr, const banter_session_config *cfg,
+                                             banter_event_fn on_event, void *user, banter_session **out,
+                                             char *err, size_t err_len);
+
+/* Stops the reply in progress and frees the session. Accepts NULL. */
+BANTER_API void banter_session_close(banter_session *s);
+
+/* Full-duplex audio, the way a sound card runs: n samples of microphone input in (16 kHz mono float; NULL =
+ * silence), n samples of speaker output out (reply audio, or silence; NULL = discard). Call it at the pace of
+ * real time with any n (20 ms is natural). The output written here is what counts as played, which is what a
+ * barge-in keeps. Input beyond 1 s per call is rejected (BANTER_ERR_INVALID_ARG). */
+BANTER_API banter_status banter_session_process(banter_session *s, const float *in, float *out, size_t n);
+
+/* A typed user turn: the text is answered as if it had been spoken (interrupting a reply in progress). */
+BANTER_API banter_status banter_session_send_text(banter_session *s, const char *text);
+
+/* Stops the reply in progress as a barge-in would (the message is cut to what was played). No effect when
+ * idle. */
+BANTER_API void banter_session_interrupt(banter_session *s);
+
+BANTER_API banter_session_state banter_session_get_state(const banter_session *s);
+
+/* True while a turn is being answered or reply audio waits to be played. */
+BANTER_API bool banter_session_busy(const banter_session *s);
+
+/* Blocks until the session has no reply being generated (audio may still wait to be played), or timeout_ms
+ * passes (negative = forever). Returns true when idle. */
+BANTER_API bool banter_session_wait_reply(banter_session *s, int timeout_ms);
+
+/* Messages in the history, and a copy of message i: its role ("system", "user", "assistant") and its content
+ * written NUL-terminated into buf (truncated to buf_len). Returns the content's full length, or -1 when i is out
+ * of range. Thread-safe with the session's own threads. */
+BANTER_API size_t banter_session_n_messages(const banter_session *s);
+BANTER_API long banter_session_message(const banter_session *s, size_t i, const char **role, char *buf,
+                                       size_t buf_len);
+
+/* Tokens held in the conversation's KV cache (native engine), or -1 (remote). */
+BANTER_API int banter_session_cached_tokens(const banter_session *s);
 
 #ifdef __cplusplus
 }
