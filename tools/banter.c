@@ -15,9 +15,10 @@ static const char *USAGE =
     "Banter holds spoken conversations with a language model, in real time, from one process.\n"
     "\n"
     "commands:\n"
+    "  talk     a spoken conversation: from a sound file, a scripted set of files, or the microphone\n"
     "  chat     talk to a GGUF language model in the terminal (interactive or one-shot)\n"
     "  model    inspect, evaluate, tokenize with, or synthesize GGUF model files\n"
-    "  bench    measure speed (bench llm: prefill and decode tokens/s, batched decode)\n"
+    "  bench    measure speed (bench llm: tokens/s; bench voice: latency of spoken turns)\n"
     "  transcribe  print the words spoken in sound files (built-in PocketSphinx recognizer)\n"
     "  say      speak a text into a sound file (built-in Flite or eSpeak NG voices)\n"
     "\n"
@@ -131,6 +132,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "transcribe")) return cmd_transcribe(argc - 1, argv + 1);
     if (!strcmp(cmd, "say")) return cmd_say(argc - 1, argv + 1);
+    if (!strcmp(cmd, "talk")) return cmd_talk(argc - 1, argv + 1);
     fprintf(stderr, "banter: unknown command '%s'\n\n%s", cmd, USAGE);
     return 2;
 }
