@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_cli.sh: the `banter` command end to end: help and usage errors, `model info`, `model tokenize` and
 # `model eval` on the reference fixtures (eval's logits checked against llama.cpp's dump with the fixture
-# tolerance), `model synth` output loading back, `chat` one-shot, and `bench llm --json` fields.
+# tolerance), `model synth` output loading back, `chat` one-shot, `bench llm --json` fields, speech (`say`,
+# `transcribe`) and spoken conversations (`talk` from a file and from a script, failures).
 # Usage: test_cli.sh PATH/TO/banter   (run from the project root; ../shared is needed for the fixture parts)
 set -uo pipefail
 
@@ -80,10 +81,48 @@ expect_rc 1 "$BANTER" transcribe "$TMP/tiny.gguf"
 expect_rc 1 "$BANTER" transcribe /nonexistent.wav
 expect_rc 2 "$BANTER" say "hello" -o "$TMP/x.wav" --voice no-such-voice
 expect_rc 2 "$BANTER" say
-for sub in transcribe say; do
+for sub in transcribe say talk "bench voice"; do
+    # shellcheck disable=SC2086
     expect_rc 0 "$BANTER" $sub --help
     expect_grep "usage" "$TMP/out"
 done
+
+# Talk: one spoken turn from a file (the sentence above) answered aloud by the tiny model, and a scripted
+# conversation of two turns; the transcript and the latency table come out, the reply audio is written.
+expect_rc 0 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/say.wav" --out "$TMP/reply.wav" -n 8 --temp 0
+expect_grep "^user: please" "$TMP/out"
+expect_grep "^assistant:" "$TMP/out"
+expect_grep "latency per turn" "$TMP/out"
+expect_rc 0 "$BANTER" transcribe "$TMP/reply.wav" # the reply is a readable sound file
+mkdir -p "$TMP/script"
+cp "$TMP/say.wav" "$TMP/script/01.wav"
+expect_rc 0 "$BANTER" say "thank you very much" -o "$TMP/script/02.wav"
+expect_rc 0 "$BANTER" talk -m "$TMP/tiny.gguf" --script "$TMP/script" -n 6 --temp 0 --out "$TMP/conv.wav"
+if [ "$(grep -c '^user:' "$TMP/out")" -eq 2 ]; then ok; else bad "scripted talk: $(cat "$TMP/out")"; fi
+# Without a model, the command says how to get one; bad files and options are clear errors.
+expect_rc 1 "$BANTER" talk --in "$TMP/say.wav"
+expect_grep "huggingface.co" "$TMP/err"
+expect_grep "model synth" "$TMP/err"
+expect_rc 1 "$BANTER" talk -m "$TMP/tiny.gguf" --in /nonexistent.wav
+expect_rc 1 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/tiny.gguf"
+expect_rc 1 "$BANTER" talk -m "$TMP/tiny.gguf" --script /nonexistent-dir
+expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/say.wav" --script "$TMP/script"
+expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --end-silence 5
+expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --barge-in 300 --in "$TMP/say.wav"
+expect_rc 2 "$BANTER" talk --bogus
+# Silence alone: no turn, and the command says so.
+python3 - "$TMP/silence.wav" <<'PY'
+import struct, sys, wave
+w = wave.open(sys.argv[1], "wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
+w.writeframes(b"\0\0" * 32000); w.close()
+PY
+expect_rc 1 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/silence.wav" --fast
+expect_grep "no speech" "$TMP/err"
+# A remote model that is down: the failure is reported and an apology is spoken.
+expect_rc 1 "$BANTER" talk --llm-url http://127.0.0.1:9 --llm-timeout 2 --in "$TMP/say.wav" --out "$TMP/sorry.wav"
+expect_grep "cannot reach" "$TMP/err"
+expect_rc 0 "$BANTER" transcribe "$TMP/sorry.wav"
+expect_grep "sorry" "$TMP/out"
 
 FIX=../shared/fixtures/llm
 if [ -d "$FIX" ]; then
