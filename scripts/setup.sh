@@ -8,7 +8,9 @@
 # 3. picks a model: MODEL.gguf if given, else a *.gguf file in models/ (a downloaded one before a synthetic one);
 #    if models/ has none, writes a random-weight model of Gemma 3 270M's real shape to
 #    models/synth-gemma3-270m-q8_0.gguf (no download needed)
-# 4. asks it one question: banter chat --model MODEL -p "Hello! Who are you?" -n 32 --stats
+# 4. the main job, one spoken turn: `banter say` speaks a question into build/question.wav, and
+#    `banter talk --in build/question.wav --out build/reply.wav` hears it, answers it aloud, and prints the
+#    transcript and the latency of each stage
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +22,7 @@ say() { printf '\n==> %s\n' "$*"; }
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
@@ -71,8 +73,11 @@ MSG
     fi
 fi
 
-say "banter chat --model ${MODEL#"$ROOT"/} (one question, at most 32 tokens)"
-"$BANTER" chat --model "$MODEL" -p "Hello! Who are you?" -n 32 --stats </dev/null
+# The main job: one spoken turn. A question is spoken by the built-in voice, heard by the recognizer, answered
+# by the model, and the answer is spoken into build/reply.wav, with the latency of each stage.
+say "banter talk: a spoken question, answered aloud"
+"$BANTER" say "Hello! What can you do for me today?" -o "$ROOT/build/question.wav"
+"$BANTER" talk --model "$MODEL" --in "$ROOT/build/question.wav" --out "$ROOT/build/reply.wav" -n 32
 # Models written by `banter model synth` are named "synthetic-..." inside, whatever their file name.
 info="$("$BANTER" model info "$MODEL" 2>/dev/null || true)"
 if [[ "$info" == *'general.name = "synthetic-'* ]]; then
@@ -82,4 +87,5 @@ if [[ "$info" == *'general.name = "synthetic-'* ]]; then
     echo " see README.md, \"Models\".)"
 fi
 
-say "setup done. Talk to the model yourself with: build/banter chat --model ${MODEL#"$ROOT"/}"
+say "setup done. Listen to build/reply.wav; talk yourself with: build/banter talk --model ${MODEL#"$ROOT"/}
+    (microphone and speaker), or type with: build/banter chat --model ${MODEL#"$ROOT"/}"
