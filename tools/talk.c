@@ -14,11 +14,13 @@
 #include "voice.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <portaudio.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *USAGE_HEAD =
     "usage: banter talk --model FILE [--in FILE [--out FILE] | --script DIR [--out FILE]] [options]\n"
@@ -128,9 +130,43 @@ static void on_sigint(int sig)
     g_stop = 1;
 }
 
+/* Pa_Initialize and Pa_Terminate probe every sound system (ALSA, JACK, OSS), and those libraries print their
+ * failures to stderr; that is noise to a user whose machine simply lacks one, so stderr is muted around them. */
+static int mute_stderr(void)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    int null = open("/dev/null", O_WRONLY);
+    if (saved >= 0 && null >= 0) dup2(null, 2);
+    if (null >= 0) close(null);
+    return saved;
+}
+
+static void unmute_stderr(int saved)
+{
+    if (saved < 0) return;
+    dup2(saved, 2);
+    close(saved);
+}
+
+static PaError pa_init_quiet(void)
+{
+    int saved = mute_stderr();
+    PaError e = Pa_Initialize();
+    unmute_stderr(saved);
+    return e;
+}
+
+static void pa_term_quiet(void)
+{
+    int saved = mute_stderr();
+    Pa_Terminate();
+    unmute_stderr(saved);
+}
+
 static int list_devices(void)
 {
-    PaError e = Pa_Initialize();
+    PaError e = pa_init_quiet();
     if (e != paNoError) {
         fprintf(stderr, "banter: no sound system: %s\n", Pa_GetErrorText(e));
         return 1;
@@ -143,14 +179,14 @@ static int list_devices(void)
             printf("%3d  %-40s  in %d, out %d channels, %.0f Hz\n", i, di->name, di->maxInputChannels,
                    di->maxOutputChannels, di->defaultSampleRate);
     }
-    Pa_Terminate();
+    pa_term_quiet();
     return 0;
 }
 
 /* Live: the default (or chosen) device in blocking full duplex, 20 ms frames, until Ctrl-C. */
 static int run_live(struct voice_driver *d, int device, const char *out_path)
 {
-    PaError e = Pa_Initialize();
+    PaError e = pa_init_quiet();
     if (e != paNoError) {
         fprintf(stderr, "banter: no sound system (%s); use --in FILE or --script DIR\n", Pa_GetErrorText(e));
         return 1;
@@ -161,7 +197,7 @@ static int run_live(struct voice_driver *d, int device, const char *out_path)
         out_dev >= Pa_GetDeviceCount()) {
         fprintf(stderr, "banter: no %s device found; use --in FILE or --script DIR (or --list-devices)\n",
                 in_dev == paNoDevice ? "microphone" : "speaker");
-        Pa_Terminate();
+        pa_term_quiet();
         return 1;
     }
     PaStreamParameters ip = {.device = in_dev, .channelCount = 1, .sampleFormat = paFloat32,
@@ -174,7 +210,7 @@ static int run_live(struct voice_driver *d, int device, const char *out_path)
     if (e != paNoError) {
         fprintf(stderr, "banter: cannot open the sound device at 16 kHz: %s\n", Pa_GetErrorText(e));
         if (st) Pa_CloseStream(st);
-        Pa_Terminate();
+        pa_term_quiet();
         return 1;
     }
     fprintf(stderr, "listening (%s -> %s); speak, and press Ctrl-C to stop\n", Pa_GetDeviceInfo(in_dev)->name,
@@ -204,7 +240,7 @@ static int run_live(struct voice_driver *d, int device, const char *out_path)
     if (e != paNoError && !g_stop) fprintf(stderr, "banter: sound device error: %s\n", Pa_GetErrorText(e));
     Pa_StopStream(st);
     Pa_CloseStream(st);
-    Pa_Terminate();
+    pa_term_quiet();
     int rc = 0;
     if (out_path && n_rec) rc = write_out(out_path, rec, n_rec);
     free(rec);
