@@ -560,8 +560,9 @@ typedef struct banter_session_config {
     const banter_sampler_config *sampler; /* NULL = banter_sampler_config_default() */
     int max_reply_tokens;      /* 0 = 200 */
     int end_silence_ms;        /* silence that ends the user's turn; 0 = 400 (the recognizer's endpoint) */
-    int speculate_ms;          /* after this much silence, prefill the partial transcript before the endpoint;
-                                  0 = 200, negative = never */
+    int speculate_ms;          /* after this much silence, answer the partial transcript before the endpoint
+                                  (held, played at the endpoint if the final transcript is the same);
+                                  0 = 150, negative = never */
     bool no_barge_in;          /* ignore speech while the assistant speaks (for open speakers without echo
                                   cancellation) */
     const char *apology;       /* spoken when the language model fails; NULL = a default sentence */

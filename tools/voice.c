@@ -38,8 +38,9 @@ const char *const VOICE_OPTIONS_HELP =
     "turn-taking:\n"
     "      --end-silence MS   silence that ends the user's turn, 100 to 10000 (default 400; raise it for slow\n"
     "                         speakers, lower it for snappier but more interrupt-prone turns)\n"
-    "      --no-speculate     do not prefill the partial transcript while the user pauses (by default the\n"
-    "                         prompt is prefilled 200 ms into a pause, before the endpoint)\n"
+    "      --speculate MS     how far into a pause the partial transcript is answered speculatively (default\n"
+    "                         150 ms; the answer is held, and played at the endpoint if the transcript holds)\n"
+    "      --no-speculate     never answer before the endpoint\n"
     "      --no-barge-in      ignore the user's speech while the assistant speaks (for open speakers)\n"
     "  -q, --quiet            do not print the transcript\n"
     "  -v, --verbose          log what the engines chose and did\n";
@@ -121,6 +122,10 @@ int voice_parse_opt(struct voice_opts *o, int argc, char **argv, int *i)
         VALUE();
         if (!cli_parse_int(v, "--end-silence", 100, 10000, &n)) return -1;
         o->end_silence_ms = (int)n;
+    } else if (!strcmp(a, "--speculate")) {
+        VALUE();
+        if (!cli_parse_int(v, "--speculate", 20, 10000, &n)) return -1;
+        o->speculate_ms = (int)n;
     } else if (!strcmp(a, "--no-speculate")) {
         o->no_speculate = true;
     } else if (!strcmp(a, "--no-barge-in")) {
@@ -303,7 +308,7 @@ int voice_open(const struct voice_opts *o, struct voice_driver **out)
     sc.tts.pitch = o->pitch;
     sc.end_silence_ms = o->end_silence_ms;
     sc.max_reply_tokens = o->max_tokens;
-    sc.speculate_ms = o->no_speculate ? -1 : 0;
+    sc.speculate_ms = o->no_speculate ? -1 : o->speculate_ms;
     sc.no_barge_in = o->no_barge_in;
     banter_sampler_config smp = banter_sampler_config_default();
     smp.temperature = (float)o->temp;

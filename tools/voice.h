@@ -23,6 +23,7 @@ struct voice_opts {
     double temp;
     long seed;
     bool no_speculate;
+    int speculate_ms; /* 0 = the session's default */
     bool no_barge_in;
     bool quiet;   /* print no transcript */
     bool verbose;

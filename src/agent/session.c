@@ -7,13 +7,15 @@
  *   forward pass only: ~10-20 ms) and posts a REPLY job. It also plays out reply audio (the output queue), and a
  *   barge-in starts here: speech while a reply is active cancels the model and the synthesizer and empties the
  *   queue at once. The VAD, the ASR stream and the frame buffer belong to this thread alone.
- * - The session's worker thread runs jobs one at a time: PREPARE (the speculative prefill: once the user has
- *   been silent for speculate_ms, the partial transcript is prefilled as if it were the final one; at the
- *   endpoint the backend keeps the longest common prefix, so when the final text equals the partial only the
- *   last prompt token is left to feed) and REPLY (append the user message, stream the model's reply into the
- *   clause chunker, hand each clause to the synthesizer as soon as it is complete, wait for playout or a
- *   barge-in, then write the assistant message as heard and truncate the KV cache to match). The language-model
- *   conversation is used by this thread only (cancel excepted).
+ * - The session's worker thread runs jobs one at a time: SPECULATE and REPLY. Both stream the model's reply into
+ *   the clause chunker and hand each clause to the synthesizer as soon as it is complete. REPLY appends the user
+ *   message first, waits for playout or a barge-in at the end, then writes the assistant message as heard and
+ *   truncates the KV cache to match. SPECULATE is the speculative reply: once the user has been silent for
+ *   speculate_ms (less than the endpoint wait), the partial transcript is answered as if it were final, but
+ *   held: its audio is queued and not played, and generation stops after the first clause. At the endpoint,
+ *   if the final transcript is the same, the held reply becomes the turn's reply and its audio is released at
+ *   once (spec_confirm); otherwise it is dropped (spec_reject) and a REPLY follows, reusing whatever prefix of
+ *   the cache still matches. The language-model conversation is used by this thread only (cancel excepted).
  * - The synthesizer's worker thread (shared by every handle of the engine, tts.h) delivers audio into the output
  *   queue through on_audio.
  *
@@ -53,7 +55,7 @@
 #define DEFAULT_APOLOGY "Sorry, I can't answer right now. Please try again in a moment."
 
 /* The reply's clauses: the first one short (it decides the time to first audio), the rest natural. */
-static const struct tts_chunker_config REPLY_CHUNKS = {.first_max_words = 5, .first_max_bytes = 60};
+static const struct tts_chunker_config REPLY_CHUNKS = {.first_max_words = 5, .first_max_bytes = 40};
 
 enum job_kind { JOB_NONE = 0, JOB_SPECULATE, JOB_REPLY };
 
@@ -101,7 +103,7 @@ struct banter_session {
     bool ignoring;          /* speech being ignored until the VAD ends it (too long, or no barge-in) */
     int64_t utt_samples;
     int silence_frames;     /* consecutive frames below the VAD's stay threshold inside speech */
-    bool speculated;        /* a PREPARE was posted for the current pause */
+    bool speculated;        /* a SPECULATE was posted for the current pause */
     double t_partial;
     char last_partial[256];
     float *scratch;         /* [vad_recent_capacity]: the pre-roll */
@@ -933,7 +935,7 @@ BANTER_API banter_session_config banter_session_config_default(void)
     cfg.tts = banter_tts_config_default();
     cfg.max_reply_tokens = 200;
     cfg.end_silence_ms = 400;
-    cfg.speculate_ms = 200;
+    cfg.speculate_ms = 150;
     return cfg;
 }
 
