@@ -566,6 +566,9 @@ typedef struct banter_session_config {
     bool no_barge_in;          /* ignore speech while the assistant speaks (for open speakers without echo
                                   cancellation) */
     const char *apology;       /* spoken when the language model fails; NULL = a default sentence */
+    bool no_playout;           /* the application plays the AUDIO events itself and does not take output from
+                                  banter_session_process: audio counts as played as soon as it is delivered
+                                  (so a barge-in keeps everything synthesized so far) */
 } banter_session_config;
 
 BANTER_API banter_session_config banter_session_config_default(void);
@@ -583,7 +586,8 @@ BANTER_API void banter_session_close(banter_session *s);
 /* Full-duplex audio, the way a sound card runs: n samples of microphone input in (16 kHz mono float; NULL =
  * silence), n samples of speaker output out (reply audio, or silence; NULL = discard). Call it at the pace of
  * real time with any n (20 ms is natural). The output written here is what counts as played, which is what a
- * barge-in keeps. Input beyond 1 s per call is rejected (BANTER_ERR_INVALID_ARG). */
+ * barge-in keeps; a reply is complete (REPLY_DONE, TURN) once all its audio was taken here, unless the session
+ * was opened with no_playout. Input beyond 1 s per call is rejected (BANTER_ERR_INVALID_ARG). */
 BANTER_API banter_status banter_session_process(banter_session *s, const float *in, float *out, size_t n);
 
 /* A typed user turn: the text is answered as if it had been spoken (interrupting a reply in progress). */

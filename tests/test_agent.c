@@ -612,6 +612,14 @@ static void test_bad_input(banter_llm *llm, banter_asr *asr)
     CHECK_INT_EQ(banter_session_send_text(s, "hello again"), 0);
     CHECK(settle(s, 60));
     CHECK(r.n_turns >= 1);
+
+    /* Interrupts before the first piece of a reply, and repeated typed turns: no crash, the session goes on. */
+    for (int k = 0; k < 5; k++) {
+        CHECK_INT_EQ(banter_session_send_text(s, "hi"), 0);
+        banter_session_interrupt(s);
+        usleep(1000 * k);
+    }
+    CHECK(settle(s, 60));
     banter_session_close(s);
 
     /* A session closed in the middle of a reply. */
@@ -641,6 +649,35 @@ static void test_bad_input(banter_llm *llm, banter_asr *asr)
     CHECK(l == NULL);
     lc.url = "http://127.0.0.1:9";
     CHECK_INT_EQ(banter_llm_open(&lc, &l, err, sizeof err), BANTER_ERR_INVALID_ARG);
+}
+
+/* An application that plays the audio events itself (no_playout) and never calls process: replies complete,
+ * and a barge-in keeps what was delivered. */
+static void test_no_playout(banter_llm *llm, banter_asr *asr)
+{
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    banter_session_config sc = banter_session_config_default();
+    sc.no_playout = true;
+    sc.max_reply_tokens = 8;
+    banter_sampler_config smp = banter_sampler_config_default();
+    smp.temperature = 0;
+    sc.sampler = &smp;
+    banter_session *s = NULL;
+    char err[256];
+    CHECK_INT_EQ(banter_session_open(llm, asr, &sc, on_event, &r, &s, err, sizeof err), 0);
+    CHECK_INT_EQ(banter_session_send_text(s, "hello"), 0);
+    for (int k = 0; k < 3000 && banter_session_busy(s); k++) usleep(10000);
+    CHECK(!banter_session_busy(s));
+    CHECK_INT_EQ(r.n_turns, 1);
+    CHECK_INT_EQ(banter_session_get_state(s), BANTER_STATE_LISTENING);
+    char buf[4096];
+    const char *role;
+    CHECK_INT_EQ(banter_session_n_messages(s), 3);
+    banter_session_message(s, 2, &role, buf, sizeof buf);
+    CHECK_STR_EQ(buf, r.done[0]);
+    banter_session_close(s);
 }
 
 /* A remote model that is down: the user hears an apology, the error is reported, the session survives. */
@@ -700,6 +737,7 @@ int main(void)
     test_barge_in(llm, asr);
     test_no_false_turns(llm, asr);
     test_bad_input(llm, asr);
+    test_no_playout(llm, asr);
     test_remote_down(asr);
     banter_llm_close(llm);
     banter_asr_close(asr);

@@ -150,6 +150,7 @@ static int run(const struct voice_opts *o, float *const *speech, const size_t *n
         fprintf(stderr, "\r  turn %d/%d", t + 1, turns);
     }
     fprintf(stderr, "\n");
+    voice_finish(d);
     int n = voice_n_turns(d);
     double *v = calloc((size_t)(n ? n : 1), sizeof *v);
     for (int s = 0; s < N_ST && v; s++) {

@@ -313,11 +313,14 @@ int cmd_talk(int argc, char **argv)
     int rc = voice_open(&o, &d);
     if (rc) {
         banter_audio_free(user);
+        for (int k = 0; k < n_files; k++) free(files[k]);
+        free(files);
         return rc;
     }
     if (in) {
         voice_feed(d, user, n_user, fast);
         if (!voice_wait_idle(d, 300, fast)) fprintf(stderr, "banter: no answer within 300 s\n");
+        voice_finish(d);
         if (voice_n_turns(d) == 0) {
             fprintf(stderr, "banter: no speech was recognized in %s\n", in);
             rc = 1;
@@ -346,12 +349,14 @@ int cmd_talk(int argc, char **argv)
                 free(sil);
             }
         }
+        voice_finish(d);
         if (voice_n_turns(d) < n_files) rc = 1;
         size_t n;
         const float *x = voice_timeline(d, &n);
         if (out && n && write_out(out, x, n)) rc = 1;
     } else {
         rc = run_live(d, (int)device, out);
+        voice_finish(d);
     }
     if (voice_n_turns(d) > 0) voice_print_table(d, stdout);
     if (voice_n_errors(d) > 0) rc = 1;

@@ -157,6 +157,8 @@ struct voice_driver {
     pthread_mutex_t lock; /* guards everything below */
     struct turn_rec *turns;
     int n_turns, cap_turns;
+    struct turn_rec pending; /* REPLY_DONE's texts, until the turn's TURN record arrives */
+    bool has_pending;
     char *user_text; /* the current turn's, until its record arrives */
     int n_errors;
     bool printing_reply;
@@ -226,9 +228,21 @@ static void on_event(const banter_event *ev, void *user)
             printf("(interrupted; the user heard: \"%s\")\n", ev->text);
         }
         break;
-    case BANTER_EVENT_REPLY_DONE: {
+    case BANTER_EVENT_REPLY_DONE:
         if (!d->quiet && d->printing_reply) fputc('\n', stdout);
         d->printing_reply = false;
+        if (d->has_pending) {
+            free(d->pending.user);
+            free(d->pending.reply);
+        }
+        memset(&d->pending, 0, sizeof d->pending);
+        d->pending.user = d->user_text ? d->user_text : dup_text("");
+        d->user_text = NULL;
+        d->pending.reply = dup_text(ev->text);
+        d->has_pending = true;
+        break;
+    case BANTER_EVENT_TURN:
+        if (!d->has_pending) break;
         if (d->n_turns == d->cap_turns) {
             int c = d->cap_turns ? d->cap_turns * 2 : 16;
             struct turn_rec *t = realloc(d->turns, (size_t)c * sizeof *t);
@@ -236,18 +250,10 @@ static void on_event(const banter_event *ev, void *user)
             d->turns = t;
             d->cap_turns = c;
         }
-        struct turn_rec *r = &d->turns[d->n_turns];
-        memset(r, 0, sizeof *r);
-        r->user = d->user_text ? d->user_text : dup_text("");
-        d->user_text = NULL;
-        r->reply = dup_text(ev->text);
-        break;
-    }
-    case BANTER_EVENT_TURN:
-        if (d->n_turns < d->cap_turns && d->turns[d->n_turns].reply) {
-            d->turns[d->n_turns].st = *ev->turn;
-            d->n_turns++;
-        }
+        d->pending.st = *ev->turn;
+        d->turns[d->n_turns++] = d->pending;
+        memset(&d->pending, 0, sizeof d->pending);
+        d->has_pending = false;
         break;
     case BANTER_EVENT_ERROR:
         d->n_errors++;
@@ -325,6 +331,12 @@ int voice_open(const struct voice_opts *o, struct voice_driver **out)
     return 0;
 }
 
+void voice_finish(struct voice_driver *d)
+{
+    banter_session_close(d->s);
+    d->s = NULL;
+}
+
 void voice_close(struct voice_driver *d)
 {
     if (!d) return;
@@ -335,9 +347,9 @@ void voice_close(struct voice_driver *d)
         free(d->turns[i].user);
         free(d->turns[i].reply);
     }
-    if (d->n_turns < d->cap_turns && d->turns && d->turns[d->n_turns].reply) {
-        free(d->turns[d->n_turns].user);
-        free(d->turns[d->n_turns].reply);
+    if (d->has_pending) {
+        free(d->pending.user);
+        free(d->pending.reply);
     }
     free(d->turns);
     free(d->user_text);
@@ -377,11 +389,18 @@ void voice_feed(struct voice_driver *d, const float *samples, size_t n, bool fas
     for (size_t i = 0; i < n; i += FRAME) step(d, samples + i, n - i < FRAME ? n - i : FRAME, fast);
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
 bool voice_wait_idle(struct voice_driver *d, double max_s, bool fast)
 {
     resync(d, fast);
-    long long limit = (long long)(max_s * 50);
-    for (long long k = 0; k < limit; k++) {
+    double deadline = now_s() + max_s;
+    for (long long k = 0; now_s() < deadline; k++) {
         if (k > 0 && !banter_session_busy(d->s) && banter_session_get_state(d->s) != BANTER_STATE_USER_SPEAKING)
             return true;
         /* As fast as processed: while the reply is being prepared, wait for it rather than spin. */
@@ -429,7 +448,10 @@ const char *voice_reply_text(const struct voice_driver *d, int i)
 
 int voice_n_errors(const struct voice_driver *d)
 {
-    return d->n_errors;
+    pthread_mutex_lock((pthread_mutex_t *)&d->lock);
+    int n = d->n_errors;
+    pthread_mutex_unlock((pthread_mutex_t *)&d->lock);
+    return n;
 }
 
 const float *voice_reply_audio(const struct voice_driver *d, size_t *n)

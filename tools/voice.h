@@ -44,6 +44,9 @@ struct voice_driver;
 int voice_open(const struct voice_opts *o, struct voice_driver **out);
 void voice_close(struct voice_driver *d);
 
+/* Closes the session (its threads stop), keeping what was recorded: call it before reading the results below. */
+void voice_finish(struct voice_driver *d);
+
 /* Feeds samples at real-time pace (fast = as fast as processed), collecting the output. */
 void voice_feed(struct voice_driver *d, const float *samples, size_t n, bool fast);
 

@@ -213,11 +213,10 @@ static int push_msg(banter_session *s, const char *role, const char *content, si
     return 0;
 }
 
-/* The history as chat messages, plus an optional extra user message (the worker's own copy of pointers: the
- * worker is the only thread that changes the history, so the strings stay valid while it uses them). */
+/* The history as chat messages, plus an optional extra user message (lock held). The contents are only freed at
+ * close, so the copy of their pointers stays valid while the worker uses it, whatever is appended meanwhile. */
 static banter_chat_message *history_view(banter_session *s, const char *extra_user, size_t *n)
 {
-    pthread_mutex_lock(&s->lock);
     size_t cnt = s->n_msgs + (extra_user ? 1 : 0);
     banter_chat_message *v = core_malloc((cnt ? cnt : 1) * sizeof *v);
     if (v) {
@@ -230,7 +229,6 @@ static banter_chat_message *history_view(banter_session *s, const char *extra_us
             v[s->n_msgs].content = extra_user;
         }
     }
-    pthread_mutex_unlock(&s->lock);
     *n = cnt;
     return v;
 }
@@ -242,11 +240,11 @@ size_t agent_heard_len(const char *reply, size_t len, const struct agent_span *s
     for (size_t i = 0; i < n_spans; i++) {
         const struct agent_span *sp = &spans[i];
         if (sp->text_off > len || sp->text_len > len - sp->text_off) break;
-        if (played >= sp->sample_off + sp->n_samples && sp->n_samples > 0) {
+        if (played >= sp->sample_off + sp->n_samples && (sp->n_samples > 0 || played > sp->sample_off)) {
             heard = sp->text_off + sp->text_len;
             continue;
         }
-        if (played <= sp->sample_off || sp->n_samples == 0) break;
+        if (played <= sp->sample_off) break;
         /* Partly played: the proportional position, then back to the end of the last whole word. A word
          * counts as heard only when the position is past its end. */
         size_t pos = sp->text_off + (size_t)((double)sp->text_len * (double)(played - sp->sample_off) /
@@ -293,8 +291,7 @@ static int on_audio(const float *samples, size_t n, const banter_tts_chunk *chun
         r->last_chunk = chunk->index;
         s->n_spans++;
     }
-    s->spans[s->n_spans - 1].n_samples += n;
-    if (n > 0) {
+    if (n > 0 && (!s->cfg.no_playout || s->held)) {
         size_t pending = s->q_len - s->q_head;
         if (pending + n > (size_t)MAX_QUEUE_S * AUDIO_RATE) {
             if (!s->queue_full_warned) core_warn("session: more than %d s of reply audio waiting; the rest of "
@@ -316,6 +313,11 @@ static int on_audio(const float *samples, size_t n, const banter_tts_chunk *chun
         s->queue = p;
         memcpy(s->queue + s->q_len, samples, n * sizeof *samples);
         s->q_len += n;
+    }
+    /* Counted only once queued, so audio dropped above never counts as heard. */
+    s->spans[s->n_spans - 1].n_samples += n;
+    if (n > 0) {
+        if (s->cfg.no_playout && !s->held) s->played += n;
         if (!s->held) {
             if (s->reply_samples == 0 && s->cur) {
                 s->cur->first_audio_ms = core_time_ms() - s->t_endpoint;
@@ -334,26 +336,31 @@ static int on_audio(const float *samples, size_t n, const banter_tts_chunk *chun
 static int submit_clause(banter_session *s, const char *text, size_t len, size_t off)
 {
     struct tts_req *r = core_calloc(1, sizeof *r);
-    if (!r) return BANTER_ERR_NOMEM;
+    /* The job reads its text from its own copy: the reply buffer moves as the reply grows. */
+    char *copy = r ? core_malloc(len + 1) : NULL;
+    if (!copy) {
+        core_free(r);
+        return BANTER_ERR_NOMEM;
+    }
+    memcpy(copy, text, len);
+    copy[len] = 0;
     r->s = s;
     r->text_base = off;
     r->span_base = -1;
     r->last_chunk = -1;
+    tts_job_init(&r->job, s->tts, copy, len, on_audio, r);
     pthread_mutex_lock(&s->lock);
     r->gen = s->gen;
     s->n_submitted++;
     struct tts_req **tail = &s->reqs;
     while (*tail) tail = &(*tail)->next;
     *tail = r;
-    bool stop = s->barged;
+    if (s->barged || atomic_load(&s->cancel)) atomic_store(&r->job.cancel, true);
+    if (!s->held) {
+        banter_event ev = {.type = BANTER_EVENT_REPLY_CHUNK, .text = copy};
+        emit(s, &ev);
+    }
     pthread_mutex_unlock(&s->lock);
-    /* The job reads its text from the reply buffer, which can move when the reply grows: give it a copy. */
-    char *copy = core_malloc(len + 1);
-    if (!copy) return BANTER_ERR_NOMEM;
-    memcpy(copy, text, len);
-    copy[len] = 0;
-    tts_job_init(&r->job, s->tts, copy, len, on_audio, r);
-    if (stop) atomic_store(&r->job.cancel, true);
     tts_submit(&r->job);
     return 0;
 }
@@ -400,7 +407,7 @@ static void barge_in(banter_session *s)
     size_t heard = agent_heard_len(s->reply, s->reply_len, s->spans, s->n_spans, s->played);
     char *h = core_malloc(heard + 1);
     if (h) {
-        memcpy(h, s->reply, heard);
+        if (heard) memcpy(h, s->reply, heard);
         h[heard] = 0;
     }
     emit_text(s, BANTER_EVENT_BARGE_IN, h ? h : "");
@@ -426,13 +433,6 @@ static int on_chunk(const struct tts_chunk *chunk, void *user)
     if (atomic_load_explicit(&s->cancel, memory_order_acquire)) return 0;
     pthread_mutex_lock(&s->lock);
     if (rc->st->first_chunk_ms == 0) rc->st->first_chunk_ms = core_time_ms() - s->t_endpoint;
-    char *t = core_malloc(chunk->len + 1);
-    if (t) {
-        memcpy(t, chunk->text, chunk->len);
-        t[chunk->len] = 0;
-        emit_text(s, BANTER_EVENT_REPLY_CHUNK, t);
-        core_free(t);
-    }
     pthread_mutex_unlock(&s->lock);
     if (submit_clause(s, chunk->text, chunk->len, chunk->offset)) {
         rc->rc = BANTER_ERR_NOMEM;
@@ -449,9 +449,9 @@ static int on_piece(const char *piece, size_t len, void *user)
     pthread_mutex_lock(&s->lock);
     /* A speculative reply stops after its first clause until the endpoint confirms or rejects it: that clause
      * is all the head start latency needs, and the rest would be wasted if the user goes on speaking. */
-    while (s->held && s->n_submitted > 0 && !s->stop && !atomic_load(&s->cancel))
+    while (s->held && s->n_submitted > 0 && !s->stop && !atomic_load(&s->cancel) && s->pending.kind != JOB_REPLY)
         pthread_cond_wait(&s->cond, &s->lock);
-    if (atomic_load(&s->cancel) || s->stop) {
+    if (atomic_load(&s->cancel) || s->stop || (s->held && s->pending.kind == JOB_REPLY)) {
         pthread_mutex_unlock(&s->lock);
         return 0;
     }
@@ -467,7 +467,7 @@ static int on_piece(const char *piece, size_t len, void *user)
     memcpy(s->reply + s->reply_len, piece, len);
     s->reply_len += len;
     s->reply[s->reply_len] = 0;
-    emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply + s->reply_len - len);
+    if (!s->held) emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply + s->reply_len - len);
     pthread_mutex_unlock(&s->lock);
     return tts_chunker_feed(&rc->chunker, piece, len, on_chunk, rc) == 0;
 }
@@ -493,19 +493,21 @@ static void speak_text(banter_session *s, struct reply_ctx *rc, const char *text
     }
 }
 
-static void run_reply(banter_session *s, struct job *j)
+/* Starts a job's reply (lock held, in the same hold as taking the job, so the endpoint's verdict on a
+ * speculation and the history the reply answers are decided atomically). Returns the messages to answer. */
+static banter_chat_message *begin_reply(banter_session *s, struct job *j, size_t *n, int *rc)
 {
     banter_turn_stats *st = &j->stats;
     bool speculative = j->kind == JOB_SPECULATE;
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
+    *rc = 0;
     if (speculative) {
         s->held = true;
         s->spec_text = j->text;
         j->t_endpoint = core_time_ms();
     } else {
         st->turn = ++s->turn;
-        rc = push_msg(s, "user", j->text, strlen(j->text));
+        *rc = push_msg(s, "user", j->text, strlen(j->text));
+        s->reply_active = true;
     }
     s->n_submitted = 0;
     s->gen++;
@@ -520,17 +522,22 @@ static void run_reply(banter_session *s, struct job *j)
     s->synthesized = false;
     s->t_endpoint = j->t_endpoint;
     /* (If the user already speaks again, the state stays theirs; the reply is interrupted at their endpoint.) */
-    if (s->state != BANTER_STATE_USER_SPEAKING) set_state(s, BANTER_STATE_THINKING);
-    pthread_mutex_unlock(&s->lock);
+    if (!speculative && s->state != BANTER_STATE_USER_SPEAKING) set_state(s, BANTER_STATE_THINKING);
+    banter_chat_message *v = *rc ? NULL : history_view(s, speculative ? j->text : NULL, n);
+    if (!v && !*rc) *rc = BANTER_ERR_NOMEM;
+    return v;
+}
+
+static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, size_t n, int rc)
+{
+    banter_turn_stats *st = &j->stats;
+    bool speculative = j->kind == JOB_SPECULATE;
 
     struct reply_ctx ctx = {.s = s, .st = st};
     tts_chunker_init(&ctx.chunker, &REPLY_CHUNKS);
     char err[512] = "";
     struct agent_llm_stats ls;
     memset(&ls, 0, sizeof ls);
-    size_t n = 0;
-    banter_chat_message *v = rc ? NULL : history_view(s, speculative ? j->text : NULL, &n);
-    if (!v) rc = BANTER_ERR_NOMEM;
     if (!rc) rc = s->llm->be.ops->reply(s->conv, v, n, on_piece, &ctx, &ls, err, sizeof err);
     core_free(v);
     if (ctx.rc) rc = ctx.rc;
@@ -545,7 +552,8 @@ static void run_reply(banter_session *s, struct job *j)
         pthread_mutex_lock(&s->lock);
         st->n_speculated = ls.n_fed;
         st->n_prefilled = 0;
-        while (s->held && !s->stop && !atomic_load(&s->cancel)) pthread_cond_wait(&s->cond, &s->lock);
+        while (s->held && !s->stop && !atomic_load(&s->cancel) && s->pending.kind != JOB_REPLY)
+            pthread_cond_wait(&s->cond, &s->lock);
         bool rejected = s->held || !s->reply_active;
         s->held = false;
         s->spec_text = NULL;
@@ -585,8 +593,9 @@ static void run_reply(banter_session *s, struct job *j)
         atomic_store(&s->cancel, false);
         s->reply_samples = 0;
         s->played = 0;
+        bool stopping = s->stop;
         pthread_mutex_unlock(&s->lock);
-        if (!barged) speak_text(s, &ctx, s->apology);
+        if (!barged && !stopping) speak_text(s, &ctx, s->apology);
     }
     char terr[256] = "";
     int trc = wait_clauses(s, terr, sizeof terr);
@@ -614,6 +623,9 @@ static void run_reply(banter_session *s, struct job *j)
     size_t start = 0;
     while (start < heard_len && (s->reply[start] == ' ' || s->reply[start] == '\n')) start++;
     if (!st->failed && heard_len > start) push_msg(s, "assistant", s->reply + start, heard_len - start);
+    bool cut = barged || st->failed || rc == BANTER_ERR_CANCELLED;
+    /* From here a barge-in has nothing left to stop (unless the cache must still be cut to the message). */
+    if (!cut) s->reply_active = false;
     st->interrupted = barged;
     st->n_reply_samples = s->reply_samples;
     st->processing_ms = st->first_audio_ms;
@@ -625,8 +637,10 @@ static void run_reply(banter_session *s, struct job *j)
 
     /* The model's memory follows what was heard: cut the cache after the heard text (an interrupted or failed
      * reply), so the next turn's render and the cache agree. */
-    if (barged || st->failed || rc == BANTER_ERR_CANCELLED) {
+    if (cut) {
+        pthread_mutex_lock(&s->lock);
         v = history_view(s, NULL, &n);
+        pthread_mutex_unlock(&s->lock);
         if (v) s->llm->be.ops->sync(s->conv, v, n);
         core_free(v);
     }
@@ -653,9 +667,11 @@ static void *worker_main(void *arg)
         struct job j = s->pending;
         memset(&s->pending, 0, sizeof s->pending);
         s->busy = true;
-        if (j.kind == JOB_REPLY) s->reply_active = true;
+        size_t n = 0;
+        int rc = 0;
+        banter_chat_message *v = begin_reply(s, &j, &n, &rc);
         pthread_mutex_unlock(&s->lock);
-        run_reply(s, &j);
+        run_reply(s, &j, v, n, rc);
         core_free(j.text);
         int cached = s->llm->be.ops->cached(s->conv);
         pthread_mutex_lock(&s->lock);
@@ -735,12 +751,19 @@ static void spec_confirm(banter_session *s, const banter_turn_stats *ep, double 
     s->held = false;
     s->reply_active = true;
     set_state(s, BANTER_STATE_THINKING);
+    /* What the held reply wrote and sent to the voice so far, now that it is the turn's. */
+    if (s->reply_len) emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply);
+    for (struct tts_req *r = s->reqs; r; r = r->next) emit_text(s, BANTER_EVENT_REPLY_CHUNK, r->job.text);
     if (s->q_len > s->q_head) {
         if (st) st->first_audio_ms = core_time_ms() - t_endpoint;
         set_state(s, BANTER_STATE_SPEAKING);
         banter_event ev = {.type = BANTER_EVENT_AUDIO, .samples = s->queue + s->q_head,
                            .n_samples = s->q_len - s->q_head};
         emit(s, &ev);
+        if (s->cfg.no_playout) {
+            s->played += s->q_len - s->q_head;
+            s->q_head = s->q_len = 0;
+        }
     }
     pthread_cond_broadcast(&s->cond);
 }
@@ -758,6 +781,7 @@ static void end_utterance(banter_session *s, const struct vad_event *ev, bool fo
     int rc = asr_stream_end(s->asr, &text, &at);
     pthread_mutex_lock(&s->lock);
     if (rc) {
+        spec_reject(s);
         emit_error(s, (banter_status)rc, asr_stream_error(s->asr));
         set_state(s, BANTER_STATE_LISTENING);
     } else if (!text || !*text) {
@@ -773,7 +797,7 @@ static void end_utterance(banter_session *s, const struct vad_event *ev, bool fo
         st.asr_final_ms = core_time_ms() - t_endpoint;
         emit_text(s, BANTER_EVENT_USER_TEXT, text);
         if (s->reply_active) barge_in(s);
-        if (s->held && s->spec_text && !strcmp(s->spec_text, text)) {
+        if (s->held && s->spec_text && !atomic_load(&s->cancel) && !strcmp(s->spec_text, text)) {
             spec_confirm(s, &st, t_endpoint);
         } else {
             spec_reject(s);
@@ -836,6 +860,7 @@ static void on_frame(banter_session *s, const float *frame)
     int rc = asr_stream_feed(s->asr, frame, AUDIO_FRAME);
     if (rc) {
         pthread_mutex_lock(&s->lock);
+        spec_reject(s);
         emit_error(s, (banter_status)rc, asr_stream_error(s->asr));
         pthread_mutex_unlock(&s->lock);
         s->in_utt = false;
