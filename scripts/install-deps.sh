@@ -26,7 +26,7 @@ set -euo pipefail
 #   python3             small checks in the command-line tests
 PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev llvm valgrind git
     libsndfile1-dev libspeexdsp-dev libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pocketsphinx-testdata
-    flite1-dev libespeak-ng-dev libcurl4-openssl-dev libjansson-dev portaudio19-dev python3)
+    flite1-dev libespeak-ng-dev libcurl4-openssl-dev libjansson-dev libwebsockets-dev portaudio19-dev python3)
 
 say() { printf '[install-deps] %s\n' "$*"; }
 
