@@ -1,0 +1,935 @@
+/*
+ * server.c: the HTTP server behind `banter serve` (see server.h for the routes and the threading contract).
+ *
+ * A request's life: the event loop sees its headers (LWS_CALLBACK_HTTP), checks the route, the method and the
+ * API key, and answers small things (health, models, errors) itself. A POST's body is collected into one
+ * buffer sized from Content-Length (at most max_body, else 413), and the request is then queued for a worker.
+ * The worker computes the whole response (status, content type, body bytes) into the request, pushes it onto
+ * the done list and wakes the loop with lws_cancel_service. On LWS_CALLBACK_EVENT_WAIT_CANCELLED the loop
+ * drains the done list and asks each request's connection for a writable callback, where it writes the
+ * headers and then the body in chunks of WRITE_CHUNK bytes.
+ *
+ * Ownership: a struct req belongs to the loop except while it is "in the worker" (from queueing until the
+ * loop takes it off the done list): then the worker owns the request and response fields, and the loop
+ * touches only its own fields (wsi, in_worker). A client that disconnects meanwhile orphans its request (wsi
+ * = NULL, cancelled set so the worker can stop early); the loop frees it when it comes back on the done list.
+ */
+#include "server/server.h"
+
+#include "audio/audio.h"
+#include "core/core.h"
+#include "server/multipart.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_BODY ((size_t)25 << 20)
+#define DEFAULT_WORKERS 2
+#define DEFAULT_QUEUE 64
+#define WRITE_CHUNK 16384
+#define HEADER_BUF 2048
+#define MAX_INPUT_CHARS 4096 /* OpenAI's limit on speech input */
+#define OUT_RATE 24000       /* OpenAI's speech output: 24 kHz 16-bit mono */
+#define JOB_TIMEOUT_S 600    /* how long a connection may wait for its worker */
+
+enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_SPEECH, ROUTE_TRANSCRIPTIONS };
+
+struct req {
+    struct srv *srv;
+    enum route route;
+
+    /* Loop-owned. */
+    struct lws *wsi; /* NULL once the client is gone */
+    bool in_worker;  /* queued, computing, or on the done list */
+    bool ready;      /* a response is set and waits to be written */
+    bool headers_sent;
+    bool close_after;       /* close the connection after the response (its body was not read) */
+    size_t sent;            /* body bytes written */
+    size_t want;            /* the body's declared length */
+    char content_type[160]; /* the request's Content-Type (multipart needs its boundary) */
+    char query[512];        /* the request's query string, for response_format on transcriptions */
+    atomic_bool cancelled;  /* set by the loop when the client leaves; read by the worker */
+
+    /* Request body [len]: filled by the loop, read by the worker. */
+    char *body;
+    size_t len;
+
+    /* Response: written by the worker (or the loop for what it answers itself). */
+    int status;
+    const char *ctype; /* a string literal */
+    char *out;         /* [out_len] bytes, malloc'd */
+    size_t out_len;
+    char allow[32]; /* Allow header for 405 */
+
+    struct req *next; /* queue or done list link; guarded by srv.lock */
+};
+
+struct pss {
+    struct req *r; /* the connection's request in progress, or NULL */
+};
+
+struct srv {
+    char *host, *api_key, *origin, *model_id;
+    size_t max_body;
+    int max_queue;
+    banter_asr *asr;
+    pthread_mutex_t asr_lock; /* the recognizer is used by one worker at a time */
+
+    struct lws_context *ctx;
+    struct lws_vhost *vh;
+    int port;
+    atomic_bool stop;
+
+    pthread_mutex_t lock; /* guards queue_*, n_queued, quit, done */
+    pthread_cond_t cond;
+    struct req *queue_head, *queue_tail;
+    int n_queued;
+    bool quit;
+    atomic_bool quitting; /* mirrors quit for long work to poll without the lock */
+    struct req *done;
+
+    pthread_t *workers;
+    int n_workers;
+    banter_tts *keep_flite; /* keeps Flite's engine thread alive between requests */
+
+    unsigned char wbuf[LWS_PRE + WRITE_CHUNK]; /* the loop's write scratch */
+};
+
+/* ---- responses ---- */
+
+static void req_free(struct req *r)
+{
+    if (!r) return;
+    free(r->body);
+    free(r->out);
+    free(r);
+}
+
+static void set_response(struct req *r, int status, const char *ctype, char *out, size_t len)
+{
+    free(r->out);
+    r->status = status;
+    r->ctype = ctype;
+    r->out = out;
+    r->out_len = len;
+}
+
+static void set_json(struct req *r, int status, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        set_response(r, 500, "text/plain", NULL, 0);
+        return;
+    }
+    set_response(r, status, "application/json", s, strlen(s));
+}
+
+static void set_error(struct req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_error(struct req *r, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
+    set_json(r, status,
+             json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type", type, "param", "code"));
+}
+
+/* ---- the worker pool ---- */
+
+/* Number of UTF-8 code points in s (continuation bytes are not counted). */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n++;
+    return n;
+}
+
+struct pcm {
+    float *s;
+    size_t n, cap;
+    struct req *r;
+};
+
+static int collect_pcm(const float *samples, size_t n, const banter_tts_chunk *chunk, void *user)
+{
+    (void)chunk;
+    struct pcm *p = user;
+    if (atomic_load_explicit(&p->r->cancelled, memory_order_relaxed) ||
+        atomic_load_explicit(&p->r->srv->quitting, memory_order_relaxed))
+        return 0;
+    if (p->n + n > p->cap) {
+        size_t cap = p->cap ? p->cap : 16000;
+        while (cap < p->n + n)
+            cap *= 2;
+        float *s = realloc(p->s, cap * sizeof *s);
+        if (!s) return 0;
+        p->s = s;
+        p->cap = cap;
+    }
+    memcpy(p->s + p->n, samples, n * sizeof *samples);
+    p->n += n;
+    return 1;
+}
+
+/* Resamples 16 kHz float to OUT_RATE 16-bit, flushing the resampler's delay with silence so that the output
+ * is exactly as long as the input. Returns a malloc'd [*n_out] buffer, or NULL when out of memory. */
+static int16_t *to_out_rate(const float *in, size_t n, size_t *n_out)
+{
+    size_t target = n * OUT_RATE / AUDIO_RATE;
+    struct audio_resampler *rs = audio_resampler_open(AUDIO_RATE, OUT_RATE, -1);
+    if (!rs) return NULL;
+    size_t cap = audio_resample_max_out(rs, n) + OUT_RATE;
+    float *f = malloc(cap * sizeof *f);
+    int16_t *s16 = NULL;
+    if (!f) goto out;
+    size_t got = audio_resample(rs, in, n, f, cap);
+    static const float zeros[1600];
+    for (int i = 0; got < target && i < 50; i++)
+        got += audio_resample(rs, zeros, 1600, f + got, cap - got);
+    if (got > target) got = target;
+    s16 = malloc((got ? got : 1) * sizeof *s16);
+    if (!s16) goto out;
+    audio_f32_to_s16(f, s16, got);
+    *n_out = got;
+out:
+    free(f);
+    audio_resampler_close(rs);
+    return s16;
+}
+
+static void put_le(unsigned char *p, uint32_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* POST /v1/audio/speech: {"input", "voice", "response_format", "speed"} -> audio. */
+static void do_speech(struct req *r)
+{
+    json_error_t je;
+    json_t *root = json_loadb(r->body ? r->body : "", r->len, 0, &je);
+    if (!root || !json_is_object(root)) {
+        set_error(r, 400, "the request body must be a JSON object (%s)",
+                  root ? "got another JSON value" : je.text);
+        json_decref(root);
+        return;
+    }
+    const char *input = json_string_value(json_object_get(root, "input"));
+    json_t *jv = json_object_get(root, "voice"), *jf = json_object_get(root, "response_format");
+    json_t *js = json_object_get(root, "speed");
+    const char *voice = jv ? json_string_value(jv) : "slt";
+    const char *format = jf ? json_string_value(jf) : "wav";
+    double speed = 1.0;
+    if (!input || !input[0]) {
+        set_error(r, 400, "'input' is required: a non-empty string with the text to speak");
+        goto done;
+    }
+    if (utf8_chars(input) > MAX_INPUT_CHARS) {
+        set_error(r, 400, "'input' is too long: at most %d characters", MAX_INPUT_CHARS);
+        goto done;
+    }
+    if (!voice || !voice[0]) {
+        set_error(r, 400, "'voice' must be a string: \"slt\" or \"kal16\" (Flite) or an eSpeak NG voice");
+        goto done;
+    }
+    if (!format || (strcmp(format, "wav") && strcmp(format, "pcm"))) {
+        set_error(r, 400,
+                  "'response_format' must be \"wav\" or \"pcm\" (this server does not encode mp3, opus, aac "
+                  "or flac)");
+        goto done;
+    }
+    if (js) {
+        speed = json_is_number(js) ? json_number_value(js) : -1;
+        if (!(speed >= 0.25 && speed <= 4.0)) {
+            set_error(r, 400, "'speed' must be a number from 0.25 to 4.0");
+            goto done;
+        }
+    }
+
+    /* OpenAI's voice names have no counterpart here; they get the default voice so OpenAI clients just work.
+     */
+    static const char *const openai_voices[] = {"alloy", "ash",  "ballad",  "coral", "echo", "fable",
+                                                "onyx",  "nova", "shimmer", "sage",  "verse"};
+    banter_tts_config tc = banter_tts_config_default();
+    tc.engine = "espeak";
+    tc.voice = voice;
+    if (!strcmp(voice, "slt") || !strcmp(voice, "kal16")) tc.engine = "flite";
+    for (size_t i = 0; i < sizeof openai_voices / sizeof *openai_voices; i++)
+        if (!strcmp(voice, openai_voices[i])) tc.engine = "flite", tc.voice = "slt";
+    if (speed != 1.0) {
+        /* The engines take words per minute around a normal pace of ~175, within 80..450. */
+        double wpm = 175.0 * speed;
+        tc.rate = wpm < 80 ? 80 : wpm > 450 ? 450 : (int)(wpm + 0.5);
+    }
+    char err[256];
+    banter_tts *tts = NULL;
+    int st = banter_tts_open(&tc, &tts, err, sizeof err);
+    if (st) {
+        set_error(r, st == BANTER_ERR_NOT_FOUND || st == BANTER_ERR_INVALID_ARG ? 400 : 500, "voice '%s': %s",
+                  voice, err);
+        goto done;
+    }
+    struct pcm pcm = {.r = r};
+    st = banter_tts_synthesize(tts, input, collect_pcm, &pcm, NULL);
+    if (st) {
+        set_error(r, 500, "synthesis failed: %s", banter_tts_error(tts));
+        banter_tts_close(tts);
+        free(pcm.s);
+        goto done;
+    }
+    banter_tts_close(tts);
+
+    size_t n = 0;
+    int16_t *s16 = to_out_rate(pcm.s, pcm.n, &n);
+    free(pcm.s);
+    if (!s16) {
+        set_error(r, 500, "out of memory");
+        goto done;
+    }
+    bool wav = !strcmp(format, "wav");
+    size_t hdr = wav ? 44 : 0, bytes = n * 2;
+    unsigned char *out = malloc(hdr + bytes + 1);
+    if (!out) {
+        free(s16);
+        set_error(r, 500, "out of memory");
+        goto done;
+    }
+    if (wav) {
+        memcpy(out, "RIFF", 4);
+        put_le(out + 4, (uint32_t)(36 + bytes), 4);
+        memcpy(out + 8, "WAVEfmt ", 8);
+        put_le(out + 16, 16, 4);           /* fmt chunk size */
+        put_le(out + 20, 1, 2);            /* PCM */
+        put_le(out + 22, 1, 2);            /* mono */
+        put_le(out + 24, OUT_RATE, 4);     /* sample rate */
+        put_le(out + 28, OUT_RATE * 2, 4); /* byte rate */
+        put_le(out + 32, 2, 2);            /* block align */
+        put_le(out + 34, 16, 2);           /* bits per sample */
+        memcpy(out + 36, "data", 4);
+        put_le(out + 40, (uint32_t)bytes, 4);
+    }
+    for (size_t i = 0; i < n; i++)
+        put_le(out + hdr + 2 * i, (uint16_t)s16[i], 2);
+    free(s16);
+    set_response(r, 200, wav ? "audio/wav" : "audio/pcm", (char *)out, hdr + bytes);
+done:
+    json_decref(root);
+}
+
+/* Finds key=value in a query string (no percent-decoding: the values we read are plain words). */
+static bool query_get(const char *q, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t l = amp ? (size_t)(amp - q) : strlen(q);
+        if (l > kl && !strncmp(q, key, kl) && q[kl] == '=') {
+            snprintf(out, cap, "%.*s", (int)(l - kl - 1), q + kl + 1);
+            return true;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+/* POST /v1/audio/transcriptions: multipart form with `file` (and optional response_format) -> {"text"}. */
+static void do_transcription(struct req *r)
+{
+    struct srv *s = r->srv;
+    char err[256], boundary[SRV_MULTIPART_MAX_BOUNDARY + 1];
+    if (srv_multipart_boundary(r->content_type, boundary, sizeof boundary, err, sizeof err)) {
+        set_error(r, 400, "the body must be multipart/form-data: %s", err);
+        return;
+    }
+    struct srv_part parts[16];
+    size_t n_parts = 0;
+    if (srv_multipart_parse(r->body ? r->body : "", r->len, boundary, parts, 16, &n_parts, err, sizeof err)) {
+        set_error(r, 400, "malformed multipart body: %s", err);
+        return;
+    }
+    const struct srv_part *file = srv_multipart_find(parts, n_parts, "file");
+    if (!file || !file->len) {
+        set_error(r, 400, "a non-empty 'file' field with the audio is required");
+        return;
+    }
+    char format[16] = "json";
+    const struct srv_part *fp = srv_multipart_find(parts, n_parts, "response_format");
+    if (fp)
+        snprintf(format, sizeof format, "%.*s", (int)(fp->len < 15 ? fp->len : 15), fp->data);
+    else
+        query_get(r->query, "response_format", format, sizeof format);
+    if (strcmp(format, "json") && strcmp(format, "text") && strcmp(format, "verbose_json")) {
+        set_error(r, 400, "'response_format' must be json, text or verbose_json");
+        return;
+    }
+    if (!s->asr) {
+        set_error(r, 503, "this server was started without a speech recognizer");
+        return;
+    }
+
+    char path[] = "/tmp/banter-upload-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        set_error(r, 500, "cannot create a temporary file: %s", strerror(errno));
+        return;
+    }
+    size_t off = 0;
+    while (off < file->len) {
+        ssize_t w = write(fd, file->data + off, file->len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    close(fd);
+    if (off < file->len) {
+        unlink(path);
+        set_error(r, 500, "cannot write a temporary file: %s", strerror(errno));
+        return;
+    }
+
+    pthread_mutex_lock(&s->asr_lock);
+    const char *text = NULL;
+    banter_asr_timing timing = {0};
+    int st = banter_asr_transcribe_file(s->asr, path, &text, &timing);
+    if (st) {
+        int status =
+            st == BANTER_ERR_FORMAT || st == BANTER_ERR_IO || st == BANTER_ERR_INVALID_ARG ? 400 : 500;
+        set_error(r, status, "%s", banter_asr_error(s->asr));
+    } else if (!strcmp(format, "text")) {
+        size_t l = strlen(text);
+        char *out = malloc(l + 2);
+        if (out) memcpy(out, text, l), out[l] = '\n', out[l + 1] = 0;
+        if (out)
+            set_response(r, 200, "text/plain; charset=utf-8", out, l + 1);
+        else
+            set_error(r, 500, "out of memory");
+    } else if (!strcmp(format, "verbose_json")) {
+        set_json(r, 200,
+                 json_pack("{s:s,s:s,s:f,s:s}", "task", "transcribe", "language", "english", "duration",
+                           timing.audio_ms / 1000.0, "text", text));
+    } else {
+        set_json(r, 200, json_pack("{s:s}", "text", text));
+    }
+    pthread_mutex_unlock(&s->asr_lock);
+    unlink(path);
+}
+
+static void *worker_main(void *arg)
+{
+    struct srv *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->quit && !s->queue_head)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->quit) break;
+        struct req *r = s->queue_head;
+        s->queue_head = r->next;
+        if (!s->queue_head) s->queue_tail = NULL;
+        s->n_queued--;
+        pthread_mutex_unlock(&s->lock);
+
+        if (atomic_load_explicit(&r->cancelled, memory_order_relaxed))
+            set_error(r, 499, "client went away");
+        else if (r->route == ROUTE_SPEECH)
+            do_speech(r);
+        else if (r->route == ROUTE_TRANSCRIPTIONS)
+            do_transcription(r);
+        else
+            set_error(r, 500, "internal error: route %d has no worker", (int)r->route);
+
+        pthread_mutex_lock(&s->lock);
+        r->next = s->done;
+        s->done = r;
+        pthread_mutex_unlock(&s->lock);
+        lws_cancel_service(s->ctx);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- the event loop ---- */
+
+static void respond(struct req *r)
+{
+    r->ready = true;
+    lws_callback_on_writable(r->wsi);
+}
+
+static void respond_error(struct req *r, int status, const char *msg)
+{
+    set_error(r, status, "%s", msg);
+    respond(r);
+}
+
+/* Hands a request whose body is complete to the workers (503 when the queue is full). */
+static void dispatch(struct req *r)
+{
+    struct srv *s = r->srv;
+    pthread_mutex_lock(&s->lock);
+    bool full = s->n_queued >= s->max_queue;
+    if (!full) {
+        r->next = NULL;
+        if (s->queue_tail)
+            s->queue_tail->next = r;
+        else
+            s->queue_head = r;
+        s->queue_tail = r;
+        s->n_queued++;
+        r->in_worker = true;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (full) {
+        respond_error(r, 503, "the server is busy; retry later");
+        return;
+    }
+    /* The connection may wait for its worker for long (a long text to speak); lws's own timeouts are shorter.
+     */
+    lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, JOB_TIMEOUT_S);
+}
+
+/* Takes finished requests off the done list: orphans are freed, the others get a writable callback. */
+static void drain_done(struct srv *s)
+{
+    pthread_mutex_lock(&s->lock);
+    struct req *r = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->lock);
+    while (r) {
+        struct req *next = r->next;
+        r->in_worker = false;
+        if (!r->wsi)
+            req_free(r);
+        else
+            respond(r);
+        r = next;
+    }
+}
+
+/* The client left (or the transaction ended): forget the request, or orphan it if a worker has it. */
+static void detach(struct pss *pss)
+{
+    struct req *r = pss ? pss->r : NULL;
+    if (!r) return;
+    pss->r = NULL;
+    r->wsi = NULL;
+    if (r->in_worker)
+        atomic_store_explicit(&r->cancelled, true, memory_order_relaxed);
+    else
+        req_free(r);
+}
+
+/* Constant-time comparison, so the key cannot be guessed a byte at a time from response times. */
+static bool same_secret(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la && i < lb; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+static bool authorized(struct srv *s, struct lws *wsi)
+{
+    if (!s->api_key) return true;
+    char h[512];
+    int n = lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n <= 7 || strncasecmp(h, "Bearer ", 7)) return false;
+    return same_secret(h + 7, strlen(h + 7), s->api_key, strlen(s->api_key));
+}
+
+static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char *uri)
+{
+    struct req *r = calloc(1, sizeof *r);
+    if (!r) return; /* the connection then times out; nothing better to do without memory */
+    r->srv = s;
+    r->wsi = wsi;
+    pss->r = r;
+
+    const char *method = "?";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
+        method = "GET";
+    else if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))
+        method = "POST";
+    else if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI))
+        method = "OPTIONS";
+    core_debug("serve: %s %s", method, uri);
+
+    const char *allow = "GET";
+    if (!strcmp(uri, "/health"))
+        r->route = ROUTE_HEALTH;
+    else if (!strcmp(uri, "/v1/models"))
+        r->route = ROUTE_MODELS;
+    else if (!strcmp(uri, "/v1/audio/speech"))
+        r->route = ROUTE_SPEECH, allow = "POST";
+    else if (!strcmp(uri, "/v1/audio/transcriptions"))
+        r->route = ROUTE_TRANSCRIPTIONS, allow = "POST";
+    snprintf(r->allow, sizeof r->allow, "%s%s", allow, s->origin ? ", OPTIONS" : "");
+
+    if (!strcmp(method, "OPTIONS") && s->origin && r->route != ROUTE_NONE) {
+        set_response(r, 204, "text/plain", NULL, 0);
+        respond(r);
+        return;
+    }
+    bool post = !strcmp(method, "POST");
+    if (post) r->close_after = true; /* until the body has been read */
+    if (!authorized(s, wsi)) {
+        respond_error(r, 401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'");
+        return;
+    }
+    if (r->route == ROUTE_NONE) {
+        respond_error(r, 404,
+                      "no such route; this server has GET /health, GET /v1/models, POST /v1/audio/speech "
+                      "and POST /v1/audio/transcriptions");
+        return;
+    }
+    if (strcmp(method, allow)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method, allow);
+        respond_error(r, 405, msg);
+        return;
+    }
+    if (r->route == ROUTE_HEALTH) {
+        set_json(r, 200, json_pack("{s:s}", "status", "ok"));
+        respond(r);
+        return;
+    }
+    if (r->route == ROUTE_MODELS) {
+        set_json(r, 200,
+                 json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "object", "list", "data", "id", s->model_id, "object",
+                           "model", "owned_by", "banter"));
+        respond(r);
+        return;
+    }
+
+    /* A POST to a computing route: collect the body, then queue it. */
+    char cl[32] = "";
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+        respond_error(r, 411, "a Content-Length header is required");
+        return;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long want = strtoull(cl, &end, 10);
+    if (errno || end == cl || *end || cl[0] == '-') {
+        respond_error(r, 400, "Content-Length is not a number");
+        return;
+    }
+    if (want > s->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is too large (at most %zu bytes)", s->max_body);
+        respond_error(r, 413, msg);
+        return;
+    }
+    lws_hdr_copy(wsi, r->content_type, sizeof r->content_type, WSI_TOKEN_HTTP_CONTENT_TYPE);
+    lws_hdr_copy(wsi, r->query, sizeof r->query, WSI_TOKEN_HTTP_URI_ARGS);
+    r->want = (size_t)want;
+    r->body = malloc(r->want + 1);
+    if (!r->body) {
+        respond_error(r, 500, "out of memory");
+        return;
+    }
+    if (r->want == 0) {
+        r->close_after = false;
+        dispatch(r);
+    }
+}
+
+static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int *close)
+{
+    struct req *r = pss->r;
+    if (!r || !r->ready || r->in_worker) return;
+    if (!r->headers_sent) {
+        unsigned char *start = s->wbuf + LWS_PRE, *p = start, *end = s->wbuf + sizeof s->wbuf;
+        static const char cors_methods[] = "GET, POST, OPTIONS";
+        static const char cors_headers[] = "Authorization, Content-Type";
+        bool ok = !lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype, r->out_len, &p, end);
+        if (ok && s->origin)
+            ok = !lws_add_http_header_by_name(
+                wsi, (const unsigned char *)"access-control-allow-origin:", (const unsigned char *)s->origin,
+                (int)strlen(s->origin), &p, end);
+        if (ok && s->origin && r->status == 204)
+            ok = !lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-methods:",
+                                              (const unsigned char *)cors_methods, (int)strlen(cors_methods),
+                                              &p, end) &&
+                 !lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-allow-headers:",
+                                              (const unsigned char *)cors_headers, (int)strlen(cors_headers),
+                                              &p, end) &&
+                 !lws_add_http_header_by_name(wsi, (const unsigned char *)"access-control-max-age:",
+                                              (const unsigned char *)"86400", 5, &p, end);
+        if (ok && r->status == 405)
+            ok = !lws_add_http_header_by_name(
+                wsi, (const unsigned char *)"allow:", (const unsigned char *)r->allow, (int)strlen(r->allow),
+                &p, end);
+        if (ok && r->status == 503)
+            ok = !lws_add_http_header_by_name(
+                wsi, (const unsigned char *)"retry-after:", (const unsigned char *)"1", 1, &p, end);
+        if (ok && r->close_after)
+            ok = !lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                               &p, end);
+        if (!ok || lws_finalize_write_http_header(wsi, start, &p, end)) {
+            *close = 1;
+            return;
+        }
+        r->headers_sent = true;
+        core_debug("serve: -> %d (%zu bytes)", r->status, r->out_len);
+        if (r->out_len) {
+            lws_callback_on_writable(wsi);
+            return;
+        }
+    } else {
+        size_t n = r->out_len - r->sent;
+        if (n > WRITE_CHUNK) n = WRITE_CHUNK;
+        bool last = r->sent + n == r->out_len;
+        memcpy(s->wbuf + LWS_PRE, r->out + r->sent, n);
+        if (lws_write(wsi, s->wbuf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n) {
+            *close = 1;
+            return;
+        }
+        r->sent += n;
+        if (!last) {
+            lws_callback_on_writable(wsi);
+            return;
+        }
+    }
+    /* The whole response is out. */
+    bool close_after = r->close_after;
+    detach(pss);
+    if (close_after || lws_http_transaction_completed(wsi)) *close = 1;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    struct srv *s = ctx ? lws_context_user(ctx) : NULL;
+    struct pss *pss = user;
+    int close = 0;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (pss->r) detach(pss);
+        on_http(s, wsi, pss, in ? (const char *)in : "");
+        return pss->r ? 0 : -1;
+    case LWS_CALLBACK_HTTP_BODY: {
+        struct req *r = pss->r;
+        if (!r || r->ready || r->in_worker || !r->body) return 0; /* already answered: the body is dropped */
+        if (len > r->want - r->len) {
+            respond_error(r, 413, "the request body is longer than its Content-Length");
+            return 0;
+        }
+        memcpy(r->body + r->len, in, len);
+        r->len += len;
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+        struct req *r = pss->r;
+        if (!r || r->ready || r->in_worker || !r->body) return 0;
+        r->body[r->len] = 0;
+        if (r->len < r->want) {
+            respond_error(r, 400, "the request body is shorter than its Content-Length");
+            return 0;
+        }
+        r->close_after = false;
+        dispatch(r);
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        write_response(s, wsi, pss, &close);
+        return close ? -1 : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        detach(pss);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (s) drain_done(s);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"http", callback, sizeof(struct pss), 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- lifetime ---- */
+
+static void lws_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    core_log(level & LLL_ERR ? BANTER_LOG_ERROR : BANTER_LOG_WARN, "libwebsockets: %.*s", (int)n, line);
+}
+
+static void stop_workers(struct srv *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->quit = true;
+    atomic_store(&s->quitting, true);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < s->n_workers; i++)
+        pthread_join(s->workers[i], NULL);
+    s->n_workers = 0;
+}
+
+int srv_open(const struct srv_config *cfg, banter_asr *asr, struct srv **out, char *err, size_t err_len)
+{
+    char dummy[8];
+    if (!err) err = dummy, err_len = sizeof dummy;
+    err[0] = 0;
+    *out = NULL;
+    struct srv_config c = cfg ? *cfg : (struct srv_config){0};
+    if (c.port < 0 || c.port > 65535 || c.n_workers < 0 || c.n_workers > 256 || c.max_queue < 0) {
+        snprintf(err, err_len, "bad server config: port must be 0..65535, n_workers 0..256, max_queue >= 0");
+        return BANTER_ERR_INVALID_ARG;
+    }
+    int st = BANTER_ERR_IO;
+    struct srv *s = calloc(1, sizeof *s);
+    if (!s) goto nomem;
+    s->host = strdup(c.host ? c.host : "127.0.0.1");
+    s->api_key = c.api_key && c.api_key[0] ? strdup(c.api_key) : NULL;
+    s->origin = c.allowed_origin && c.allowed_origin[0] ? strdup(c.allowed_origin) : NULL;
+    s->model_id = strdup(c.model_id ? c.model_id : "banter");
+    if (!s->host || !s->model_id || (c.api_key && c.api_key[0] && !s->api_key) ||
+        (c.allowed_origin && c.allowed_origin[0] && !s->origin)) {
+        st = BANTER_ERR_NOMEM;
+        goto fail_strings;
+    }
+    s->max_body = c.max_body ? c.max_body : DEFAULT_MAX_BODY;
+    s->max_queue = c.max_queue ? c.max_queue : DEFAULT_QUEUE;
+    s->asr = asr;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->asr_lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.user = s;
+    info.protocols = protocols;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    s->ctx = lws_create_context(&info);
+    if (!s->ctx) {
+        snprintf(err, err_len, "cannot start libwebsockets");
+        goto fail_ctx;
+    }
+    info.port = c.port;
+    info.iface = s->host;
+    info.vhost_name = "banter";
+    s->vh = lws_create_vhost(s->ctx, &info);
+    if (!s->vh) {
+        snprintf(err, err_len,
+                 "cannot listen on %s:%d (is the port in use, or the address not this machine's?)", s->host,
+                 c.port);
+        goto fail_vhost;
+    }
+    s->port = lws_get_vhost_listen_port(s->vh);
+
+    /* Keeping one Flite handle open keeps its engine thread alive, so requests do not start and stop it. */
+    banter_tts_config tc = banter_tts_config_default();
+    if (banter_tts_open(&tc, &s->keep_flite, err, err_len)) goto fail_vhost;
+
+    int n_workers = c.n_workers ? c.n_workers : DEFAULT_WORKERS;
+    s->workers = calloc((size_t)n_workers, sizeof *s->workers);
+    if (!s->workers) {
+        st = BANTER_ERR_NOMEM;
+        goto fail_workers;
+    }
+    for (; s->n_workers < n_workers; s->n_workers++)
+        if (pthread_create(&s->workers[s->n_workers], NULL, worker_main, s)) {
+            snprintf(err, err_len, "cannot start a worker thread");
+            goto fail_workers;
+        }
+    *out = s;
+    return BANTER_OK;
+
+fail_workers:
+    if (!err[0]) snprintf(err, err_len, "out of memory");
+    stop_workers(s);
+    free(s->workers);
+    banter_tts_close(s->keep_flite);
+fail_vhost:
+    lws_context_destroy(s->ctx);
+fail_ctx:
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->asr_lock);
+    pthread_mutex_destroy(&s->lock);
+fail_strings:
+    free(s->host);
+    free(s->api_key);
+    free(s->origin);
+    free(s->model_id);
+    free(s);
+    if (!err[0]) snprintf(err, err_len, "out of memory");
+    return st;
+nomem:
+    snprintf(err, err_len, "out of memory");
+    return BANTER_ERR_NOMEM;
+}
+
+int srv_port(const struct srv *s)
+{
+    return s->port;
+}
+
+int srv_run(struct srv *s)
+{
+    while (!atomic_load_explicit(&s->stop, memory_order_acquire))
+        if (lws_service(s->ctx, 0) < 0) return BANTER_ERR_IO;
+    return BANTER_OK;
+}
+
+void srv_stop(struct srv *s)
+{
+    atomic_store_explicit(&s->stop, true, memory_order_release);
+    lws_cancel_service(s->ctx);
+}
+
+static void free_list(struct req *r)
+{
+    while (r) {
+        struct req *next = r->next;
+        req_free(r);
+        r = next;
+    }
+}
+
+void srv_close(struct srv *s)
+{
+    if (!s) return;
+    /* Workers first (their current job stops at its next step), so none wakes a destroyed context; then the
+     * connections, whose close callbacks orphan the requests still on the lists; then those lists. */
+    stop_workers(s);
+    free(s->workers);
+    lws_context_destroy(s->ctx);
+    free_list(s->queue_head);
+    free_list(s->done);
+    banter_tts_close(s->keep_flite);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->asr_lock);
+    pthread_mutex_destroy(&s->lock);
+    free(s->host);
+    free(s->api_key);
+    free(s->origin);
+    free(s->model_id);
+    free(s);
+}
