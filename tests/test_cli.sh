@@ -81,7 +81,7 @@ expect_rc 1 "$BANTER" transcribe "$TMP/tiny.gguf"
 expect_rc 1 "$BANTER" transcribe /nonexistent.wav
 expect_rc 2 "$BANTER" say "hello" -o "$TMP/x.wav" --voice no-such-voice
 expect_rc 2 "$BANTER" say
-for sub in transcribe say talk "bench voice"; do
+for sub in transcribe say talk "bench voice" serve; do
     # shellcheck disable=SC2086
     expect_rc 0 "$BANTER" $sub --help
     expect_grep "usage" "$TMP/out"
@@ -118,6 +118,28 @@ w.writeframes(b"\0\0" * 32000); w.close()
 PY
 expect_rc 1 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/silence.wav" --fast
 expect_grep "no speech" "$TMP/err"
+# The server: start it on a free port, ask for its health and a spoken sentence, transcribe that back, stop it.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+"$BANTER" serve --port "$port" >"$TMP/serve.out" 2>&1 &
+spid=$!
+for _ in $(seq 1 100); do grep -q "listening" "$TMP/serve.out" 2>/dev/null && break; sleep 0.1; done
+if python3 - "$port" "$TMP/speech.wav" <<'PY'; then ok; else bad "serve: $(cat "$TMP/serve.out")"; fi
+import json, sys, urllib.request
+base = "http://127.0.0.1:%s" % sys.argv[1]
+h = json.load(urllib.request.urlopen(base + "/health", timeout=30))
+assert h["status"] == "ok", h
+req = urllib.request.Request(base + "/v1/audio/speech", method="POST",
+                             data=json.dumps({"input": "please call me back when you get home tonight"}).encode(),
+                             headers={"Content-Type": "application/json"})
+wav = urllib.request.urlopen(req, timeout=60).read()
+assert wav[:4] == b"RIFF" and len(wav) > 24000, len(wav)
+open(sys.argv[2], "wb").write(wav)
+PY
+expect_rc 0 "$BANTER" transcribe "$TMP/speech.wav"
+expect_grep "back when you get" "$TMP/out"
+kill -INT "$spid"
+if wait "$spid"; then ok; else bad "serve did not stop cleanly on SIGINT: $(cat "$TMP/serve.out")"; fi
+
 # A remote model that is down: the failure is reported and an apology is spoken.
 expect_rc 1 "$BANTER" talk --llm-url http://127.0.0.1:9 --llm-timeout 2 --in "$TMP/say.wav" --out "$TMP/sorry.wav"
 expect_grep "cannot reach" "$TMP/err"

@@ -16,6 +16,7 @@ static const char *USAGE =
     "\n"
     "commands:\n"
     "  talk     a spoken conversation: from a sound file, a scripted set of files, or the microphone\n"
+    "  serve    an HTTP server: OpenAI-compatible speech and transcription endpoints (realtime: not yet)\n"
     "  chat     talk to a GGUF language model in the terminal (interactive or one-shot)\n"
     "  model    inspect, evaluate, tokenize with, or synthesize GGUF model files\n"
     "  bench    measure speed (bench llm: tokens/s; bench voice: latency of spoken turns)\n"
@@ -133,6 +134,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "transcribe")) return cmd_transcribe(argc - 1, argv + 1);
     if (!strcmp(cmd, "say")) return cmd_say(argc - 1, argv + 1);
     if (!strcmp(cmd, "talk")) return cmd_talk(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "banter: unknown command '%s'\n\n%s", cmd, USAGE);
     return 2;
 }
