@@ -18,20 +18,10 @@
 #include "audio/audio.h"
 #include "banter.h"
 #include "core/core.h"
+#include "speech.h"
 #include "test.h"
 
 #include <pthread.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifndef TEST_ASAN
-#define TEST_ASAN 0
-#endif
 
 static bool g_quick;
 
