@@ -651,6 +651,43 @@ static void test_bad_input(banter_llm *llm, banter_asr *asr)
     CHECK_INT_EQ(banter_llm_open(&lc, &l, err, sizeof err), BANTER_ERR_INVALID_ARG);
 }
 
+/* Endless speech (a stuck microphone, a radio): the turn is cut at 30 s and taken, the rest of that speech is
+ * ignored, and the session then works as before. Fed faster than real time: only the audio's clock matters. */
+static void test_endless_speech(banter_llm *llm, banter_asr *asr)
+{
+    size_t n1 = 0, n2 = 0;
+    float *a = flite("the weather is nice today and we can go for a walk in the park", &n1);
+    float *b = flite("my brother lives in a small house near the river", &n2);
+    /* Trim each sentence's leading and trailing silence so that the joins leave no pause to end a turn. */
+    size_t cap = 16000 * 40, n = 0;
+    float *x = calloc(cap, sizeof *x);
+    for (int k = 0; n < 16000 * 34; k++) {
+        const float *src = k % 2 ? b : a;
+        size_t len = k % 2 ? n2 : n1, lo = 0, hi = len;
+        while (lo < len && fabsf(src[lo]) < 0.01f) lo++;
+        while (hi > lo && fabsf(src[hi - 1]) < 0.01f) hi--;
+        if (n + (hi - lo) > cap) break;
+        memcpy(x + n, src + lo, (hi - lo) * sizeof *x);
+        n += hi - lo;
+    }
+    struct rec r;
+    banter_session *s = open_session(llm, asr, &r, 6, 0);
+    for (size_t i = 0; i < n; i += 320) banter_session_process(s, x + i, NULL, n - i < 320 ? n - i : 320);
+    printf("  endless speech: %.1f s fed, %d speech starts, %d turns taken, %d without words\n", n / 16000.0,
+           r.n_speech_start, r.n_user, r.n_no_turn);
+    CHECK_INT_EQ(r.n_speech_start, 1);
+    CHECK_INT_EQ(r.n_user + r.n_no_turn, 1); /* one turn, cut at 30 s */
+    CHECK(settle(s, 60));
+    CHECK_INT_EQ(banter_session_send_text(s, "are you still there"), 0);
+    CHECK(settle(s, 60));
+    CHECK(r.n_turns >= 1);
+    CHECK_INT_EQ(r.n_errors, 0);
+    banter_session_close(s);
+    free(a);
+    free(b);
+    free(x);
+}
+
 /* An application that plays the audio events itself (no_playout) and never calls process: replies complete,
  * and a barge-in keeps what was delivered. */
 static void test_no_playout(banter_llm *llm, banter_asr *asr)
@@ -738,6 +775,7 @@ int main(void)
     test_no_false_turns(llm, asr);
     test_bad_input(llm, asr);
     test_no_playout(llm, asr);
+    test_endless_speech(llm, asr);
     test_remote_down(asr);
     banter_llm_close(llm);
     banter_asr_close(asr);
