@@ -37,6 +37,7 @@ struct native {
     banter_context *ctx;
     int n_ctx;
     int n_seq;
+    banter_token bos; /* the model's BOS (-1 when none): added by the tokenizer, absent from the text */
     char desc[256];
     pthread_mutex_t lock;       /* held for each forward pass and sequence operation */
     pthread_mutex_t owner_lock; /* guards owner */
@@ -249,12 +250,10 @@ static int tokenize_span(struct conv *c, const char *text, size_t len, bool add_
         if (rc) return rc;
         break;
     }
-    banter_model_desc d;
-    banter_model_describe(nat->model, &d);
     size_t at = 0, first_bad = n_tok;
     char piece[256];
     for (size_t i = 0; i < n_tok; i++) {
-        if (add_bos && i == 0 && c->toks[0] == d.bos) {
+        if (add_bos && i == 0 && c->toks[0] == nat->bos) {
             c->tend[i] = at;
             continue;
         }
@@ -280,9 +279,8 @@ static int tokenize_span(struct conv *c, const char *text, size_t len, bool add_
     return (int)n_tok;
 }
 
-/* Renders msgs (less the skipped ones) and tokenizes them into c->toks; *n_out receives the count. */
-static int tokenize_msgs(struct conv *c, const banter_chat_message *msgs, size_t n, bool add_assistant,
-                         int *n_out)
+/* Renders msgs (less the skipped ones) into c->text. */
+static int render_msgs(struct conv *c, const banter_chat_message *msgs, size_t n, bool add_assistant)
 {
     struct native *nat = c->nat;
     /* The view: a leading system message, then everything after the skipped ones. */
@@ -314,57 +312,8 @@ static int tokenize_msgs(struct conv *c, const banter_chat_message *msgs, size_t
         banter_chat_render(nat->model, view, n_view, add_assistant, c->text, c->cap_text);
     }
     c->text_len = (size_t)need;
-    for (;;) {
-        size_t n_tok = 0;
-        rc = banter_tokenize(nat->model, c->text, (size_t)need, true, true, c->toks, (size_t)c->cap_toks, &n_tok);
-        if (rc == BANTER_ERR_INVALID_ARG && n_tok > (size_t)c->cap_toks) {
-            if (grow_toks(c, n_tok)) {
-                rc = BANTER_ERR_NOMEM;
-                goto out;
-            }
-            continue;
-        }
-        if (rc == 0) *n_out = (int)n_tok;
-        break;
-    }
 out:
     if (view != view_buf) free(view);
-    return rc;
-}
-
-/* Renders and tokenizes msgs so that the prompt and a reply of max_tokens fit the context, leaving out old
- * messages when they do not (see the file comment). */
-static int fit_prompt(struct conv *c, const banter_chat_message *msgs, size_t n, bool add_assistant, int reserve,
-                      int *n_tok, struct agent_llm_stats *st, char *err, size_t err_len)
-{
-    int n_ctx = c->nat->n_ctx;
-    if (reserve > n_ctx / 2) reserve = n_ctx / 2;
-    size_t lead = n > 0 && !strcmp(msgs[0].role, "system") ? 1 : 0;
-    int rc = tokenize_msgs(c, msgs, n, add_assistant, n_tok);
-    if (rc) goto render_failed;
-    if (*n_tok + reserve > n_ctx) {
-        int before = *n_tok;
-        /* Leave out old messages until the prompt fills at most half the context and the view starts with a
-         * user message; the last message always stays. */
-        while (lead + c->n_skip + 1 < n &&
-               (*n_tok + reserve > n_ctx || *n_tok > n_ctx / 2 || strcmp(msgs[lead + c->n_skip].role, "user"))) {
-            c->n_skip++;
-            rc = tokenize_msgs(c, msgs, n, add_assistant, n_tok);
-            if (rc) goto render_failed;
-        }
-        core_log(BANTER_LOG_INFO, "agent: the conversation outgrew the context (%d + %d > %d tokens): leaving "
-                 "out its oldest %zu messages; %d tokens are prefilled again", before, reserve, n_ctx, c->n_skip,
-                 *n_tok);
-        if (*n_tok + reserve > n_ctx) {
-            set_err(err, err_len, "the last message (%d tokens with the system prompt) leaves no room for a reply "
-                    "in the context", *n_tok);
-            return BANTER_ERR_CONTEXT_FULL;
-        }
-    }
-    if (st) st->n_dropped = (int)c->n_skip;
-    return 0;
-render_failed:
-    set_err(err, err_len, "cannot render the conversation: %s", banter_status_str(rc));
     return rc;
 }
 
@@ -449,29 +398,62 @@ static void begin_call(struct conv *c, struct agent_llm_stats *st)
     if (st) memset(st, 0, sizeof *st);
 }
 
-/* Renders msgs, keeps the cached prefix and tokenizes the rest into c->toks. With leave_last, the prompt's last
- * token is never counted as cached (reply needs its logits). Returns the count to feed, or an error. */
+/* Keeps the cached prefix of the rendered c->text and tokenizes the rest into c->toks; *k receives the tokens
+ * kept. With leave_last, the prompt's last token is never counted as cached (reply needs its logits). Returns
+ * the count to feed, or an error. */
+static int split_prompt(struct conv *c, bool leave_last, int *k)
+{
+    *k = keep_prefix(c, INT_MAX);
+    if (*k < 0) return *k;
+    int m = tokenize_rest(c, *k);
+    while (m == 0 && leave_last && *k > 0) {
+        /* The whole prompt is cached: take its last token back to get its logits. */
+        *k = keep_prefix(c, *k - 1);
+        if (*k < 0) return *k;
+        m = tokenize_rest(c, *k);
+    }
+    return m;
+}
+
+/* Renders msgs and splits the prompt (split_prompt) so that it and a reply of max_tokens (at most half the
+ * context) fit, leaving out old messages when they do not (see the file comment). Returns the count to feed, or
+ * an error. */
 static int plan(struct conv *c, const banter_chat_message *msgs, size_t n, bool leave_last,
                 struct agent_llm_stats *st, char *err, size_t err_len)
 {
-    int n_tok = 0;
-    int rc = fit_prompt(c, msgs, n, true, c->cfg.max_tokens, &n_tok, st, err, err_len);
-    if (rc) return rc;
-    int k = keep_prefix(c, INT_MAX);
-    if (k < 0) return k;
-    int m = tokenize_rest(c, k);
-    while (m == 0 && leave_last && k > 0) {
-        /* The whole prompt is cached: take its last token back to get its logits. */
-        k = keep_prefix(c, k - 1);
-        if (k < 0) return k;
-        m = tokenize_rest(c, k);
+    int n_ctx = c->nat->n_ctx;
+    int reserve = c->cfg.max_tokens < n_ctx / 2 ? c->cfg.max_tokens : n_ctx / 2;
+    size_t lead = n > 0 && !strcmp(msgs[0].role, "system") ? 1 : 0;
+    int k = 0, m = 0;
+    int rc = render_msgs(c, msgs, n, true);
+    if (!rc) m = rc = split_prompt(c, leave_last, &k);
+    if (rc < 0) goto failed;
+    if (k + m + reserve > n_ctx) {
+        int before = k + m;
+        /* Leave out old messages until the prompt fills at most half the context and the view starts with a
+         * user message; the last message always stays. */
+        while (lead + c->n_skip + 1 < n &&
+               (k + m + reserve > n_ctx || k + m > n_ctx / 2 || strcmp(msgs[lead + c->n_skip].role, "user"))) {
+            c->n_skip++;
+            rc = render_msgs(c, msgs, n, true);
+            if (!rc) m = rc = split_prompt(c, leave_last, &k);
+            if (rc < 0) goto failed;
+        }
+        core_log(BANTER_LOG_INFO, "agent: the conversation outgrew the context (%d + %d > %d tokens): leaving "
+                 "out its oldest %zu messages; %d tokens are prefilled again", before, reserve, n_ctx, c->n_skip,
+                 m);
+        if (k + m + reserve > n_ctx) {
+            set_err(err, err_len, "the last message (%d tokens with the system prompt) leaves no room for a reply "
+                    "in the context", k + m);
+            return BANTER_ERR_CONTEXT_FULL;
+        }
     }
-    if (m < 0) {
-        set_err(err, err_len, "cannot tokenize the conversation: %s", banter_status_str(m));
-        return m;
-    }
+    st->n_dropped = (int)c->n_skip;
     st->n_prompt = k + m;
     return m;
+failed:
+    set_err(err, err_len, "cannot render or tokenize the conversation: %s", banter_status_str(rc));
+    return rc;
 }
 
 static int conv_prepare(void *p, const banter_chat_message *msgs, size_t n, struct agent_llm_stats *st,
@@ -551,7 +533,7 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
             rc = BANTER_ERR_CANCELLED;
             break;
         }
-        if (c->n_cached >= n_ctx) break; /* fit_prompt reserved room; this is the context's hard end */
+        if (c->n_cached >= n_ctx) break; /* plan reserved room; this is the context's hard end */
         banter_batch_entry e = {t, c->seq, c->n_cached, true};
         pthread_mutex_lock(&nat->lock);
         rc = decode(c, &e, 1);
@@ -580,8 +562,7 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
 static int conv_sync(void *p, const banter_chat_message *msgs, size_t n)
 {
     struct conv *c = p;
-    int n_tok = 0;
-    int rc = tokenize_msgs(c, msgs, n, false, &n_tok);
+    int rc = render_msgs(c, msgs, n, false);
     if (rc) return rc;
     int k = keep_prefix(c, INT_MAX);
     return k < 0 ? k : 0;
@@ -646,6 +627,9 @@ int agent_llm_native_open(const char *model_path, int n_ctx, int n_seq, int n_th
     }
     nat->n_ctx = banter_context_n_ctx(nat->ctx);
     nat->n_seq = cc.n_seq;
+    banter_model_desc md;
+    banter_model_describe(nat->model, &md);
+    nat->bos = md.bos;
     warm_up(nat);
     banter_model_desc d;
     banter_model_describe(nat->model, &d);
