@@ -1123,6 +1123,12 @@ BANTER_API bool banter_session_busy(const banter_session *s)
     return b;
 }
 
+/* No turn waits, and the reply in progress (if any) is fully generated and synthesized (lock held). */
+static bool reply_synthesized(const banter_session *s)
+{
+    return s->pending.kind != JOB_REPLY && (!s->reply_active || s->synthesized);
+}
+
 BANTER_API bool banter_session_wait_reply(banter_session *s, int timeout_ms)
 {
     if (!s) return true;
@@ -1137,15 +1143,12 @@ BANTER_API bool banter_session_wait_reply(banter_session *s, int timeout_ms)
         }
     }
     pthread_mutex_lock(&s->lock);
-    bool idle;
     for (;;) {
-        /* Generated and synthesized: only playout (or nothing) left. */
-        idle = s->pending.kind != JOB_REPLY && (!s->reply_active || s->synthesized);
-        if (idle) break;
+        if (reply_synthesized(s)) break;
         if (timeout_ms < 0) pthread_cond_wait(&s->cond, &s->lock);
         else if (pthread_cond_timedwait(&s->cond, &s->lock, &dl)) break;
     }
-    idle = s->pending.kind != JOB_REPLY && (!s->reply_active || s->synthesized);
+    bool idle = reply_synthesized(s);
     pthread_mutex_unlock(&s->lock);
     return idle;
 }
