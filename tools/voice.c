@@ -413,9 +413,9 @@ bool voice_wait_idle(struct voice_driver *d, double max_s, bool fast)
 void voice_wait_speaking(struct voice_driver *d, int ms, double max_s, bool fast)
 {
     resync(d, fast);
-    long long limit = (long long)(max_s * 50);
+    double deadline = now_s() + max_s;
     int heard = 0;
-    for (long long k = 0; k < limit && heard < ms; k++) {
+    for (long long k = 0; heard < ms && now_s() < deadline; k++) {
         banter_session_state st = banter_session_get_state(d->s);
         if (st == BANTER_STATE_SPEAKING) heard += 20;
         else if (k > 0 && !banter_session_busy(d->s) && st == BANTER_STATE_LISTENING) return;
