@@ -13,11 +13,23 @@
  * loop takes it off the done list): then the worker owns the request and response fields, and the loop
  * touches only its own fields (wsi, in_worker). A client that disconnects meanwhile orphans its request (wsi
  * = NULL, cancelled set so the worker can stop early); the loop frees it when it comes back on the done list.
+ *
+ * A streamed chat completion is the one response written while its worker still runs: the worker appends
+ * events to the request's queue (qlock), puts the request on the wake list and wakes the loop, which asks for
+ * a writable callback and writes what is queued. The headers carry no length, so the stream ends by closing
+ * the connection once the worker is done (back from the done list) and the queue is empty. The queue holds at
+ * most about STREAM_MAX_QUEUED bytes: a worker whose client does not read pauses there, and cancels its
+ * generation after STREAM_STALL_S. A client that leaves cancels the generation at once (ops->cancel through
+ * req.conv, which qlock keeps valid). The wake list and the done list are drained together, wake first, so a
+ * request is never freed while it is still linked on the wake list.
  */
 #include "server/server.h"
 
+#include "agent/agent.h"
 #include "audio/audio.h"
 #include "core/core.h"
+#include "server/chat.h"
+#include "server/metrics.h"
 #include "server/multipart.h"
 
 #include <errno.h>
@@ -31,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BODY ((size_t)25 << 20)
@@ -41,8 +54,17 @@
 #define MAX_INPUT_CHARS 4096 /* OpenAI's limit on speech input */
 #define OUT_RATE 24000       /* OpenAI's speech output: 24 kHz 16-bit mono */
 #define JOB_TIMEOUT_S 600    /* how long a connection may wait for its worker */
+#define STREAM_MAX_QUEUED ((size_t)256 << 10) /* stream bytes waiting for a slow client before the worker pauses */
+#define STREAM_STALL_S 30 /* how long a paused worker waits for its client before cancelling the generation */
 
-enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_SPEECH, ROUTE_TRANSCRIPTIONS };
+enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_MODELS, ROUTE_SPEECH, ROUTE_TRANSCRIPTIONS, ROUTE_CHAT, ROUTE_METRICS };
+
+/* One queued piece of a streamed response. */
+struct chunk {
+    struct chunk *next;
+    char *data; /* [len], malloc'd; off bytes already written */
+    size_t len, off;
+};
 
 struct req {
     struct srv *srv;
@@ -72,6 +94,16 @@ struct req {
     char allow[32]; /* Allow header for 405 */
 
     struct req *next; /* queue or done list link; guarded by srv.lock */
+
+    /* A streamed response (see the file comment). */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;          /* signalled when the loop took bytes off the queue or the client left */
+    bool streaming;                /* (qlock) the worker started a stream: status and ctype are set */
+    struct chunk *q_head, *q_tail; /* (qlock) events waiting to be written */
+    size_t q_bytes;                /* (qlock) their unwritten bytes */
+    void *conv;                    /* (qlock) the conversation generating, for the loop to cancel */
+    bool on_wake;                  /* (srv.lock) linked on srv.wake */
+    struct req *wake_next;         /* (srv.lock) */
 };
 
 struct pss {
@@ -84,6 +116,9 @@ struct srv {
     int max_queue;
     banter_asr *asr;
     pthread_mutex_t asr_lock; /* the recognizer is used by one worker at a time */
+    banter_llm *llm;          /* borrowed; thread-safe */
+    struct metrics metrics;   /* thread-safe */
+    atomic_uint_fast64_t n_ids; /* makes response ids unique within the process */
 
     struct lws_context *ctx;
     struct lws_vhost *vh;
@@ -97,6 +132,7 @@ struct srv {
     bool quit;
     atomic_bool quitting; /* mirrors quit for long work to poll without the lock */
     struct req *done;
+    struct req *wake; /* requests with stream events to write, linked by wake_next */
 
     pthread_t *workers;
     int n_workers;
@@ -110,6 +146,14 @@ struct srv {
 static void req_free(struct req *r)
 {
     if (!r) return;
+    while (r->q_head) {
+        struct chunk *c = r->q_head;
+        r->q_head = c->next;
+        free(c->data);
+        free(c);
+    }
+    pthread_cond_destroy(&r->qcond);
+    pthread_mutex_destroy(&r->qlock);
     free(r->body);
     free(r->out);
     free(r);
@@ -429,6 +473,222 @@ static void do_transcription(struct req *r)
     unlink(path);
 }
 
+/* ---- chat completions ---- */
+
+/* An error answered as a whole response, naming the field at fault (param) when there is one. */
+static void set_chat_error(struct req *r, int status, const char *msg, const char *param)
+{
+    size_t len = 0;
+    char *out = chat_render_error(msg, status >= 500 ? "server_error" : "invalid_request_error", param, false,
+                                  &len);
+    if (out)
+        set_response(r, status, "application/json", out, len);
+    else
+        set_response(r, 500, "text/plain", NULL, 0);
+}
+
+/* Asks the loop to write r's queued stream events. */
+static void wake(struct req *r)
+{
+    struct srv *s = r->srv;
+    pthread_mutex_lock(&s->lock);
+    if (!r->on_wake) {
+        r->on_wake = true;
+        r->wake_next = s->wake;
+        s->wake = r;
+    }
+    pthread_mutex_unlock(&s->lock);
+    lws_cancel_service(s->ctx);
+}
+
+static bool gone(const struct req *r)
+{
+    return atomic_load_explicit(&r->cancelled, memory_order_relaxed) ||
+           atomic_load_explicit(&r->srv->quitting, memory_order_relaxed);
+}
+
+struct chat_job {
+    struct req *r;
+    const struct chat_request *cr;
+    struct chat_filter filt;
+    struct chat_meta meta;
+    size_t released; /* bytes of filt.text already queued as events */
+    bool nomem, stalled;
+};
+
+/* Queues one stream event (taking data), waiting while the queue is full. Returns false when the event was
+ * dropped: the client left, the server is stopping, or the client read nothing for STREAM_STALL_S. */
+static bool stream_push(struct chat_job *j, char *data, size_t len)
+{
+    struct req *r = j->r;
+    struct chunk *c = data ? malloc(sizeof *c) : NULL;
+    if (!c) {
+        free(data);
+        j->nomem = true;
+        return false;
+    }
+    *c = (struct chunk){NULL, data, len, 0};
+    pthread_mutex_lock(&r->qlock);
+    double t0 = core_time_ms();
+    while (r->q_bytes > STREAM_MAX_QUEUED && !gone(r)) {
+        if (core_time_ms() - t0 > STREAM_STALL_S * 1000.0) {
+            j->stalled = true;
+            break;
+        }
+        /* Timed, because a stopping server signals no request's condition. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&r->qcond, &r->qlock, &ts);
+    }
+    bool ok = !j->stalled && !gone(r);
+    if (ok) {
+        if (r->q_tail)
+            r->q_tail->next = c;
+        else
+            r->q_head = c;
+        r->q_tail = c;
+        r->q_bytes += len;
+        r->streaming = true;
+    }
+    pthread_mutex_unlock(&r->qlock);
+    if (!ok) {
+        free(c->data);
+        free(c);
+        return false;
+    }
+    wake(r);
+    return true;
+}
+
+/* Queues the text the filter has made final since the last call, as one content event. */
+static bool stream_text(struct chat_job *j)
+{
+    if (j->filt.safe <= j->released) return true;
+    size_t len = 0;
+    char *ev = chat_render_chunk(&j->meta, false, j->filt.text + j->released, j->filt.safe - j->released, NULL,
+                                 &len);
+    j->released = j->filt.safe;
+    return stream_push(j, ev, len);
+}
+
+static int on_piece(const char *piece, size_t len, void *user)
+{
+    struct chat_job *j = user;
+    if (gone(j->r)) return 0;
+    int rc = chat_filter_feed(&j->filt, piece, len);
+    if (rc < 0) {
+        j->nomem = true;
+        return 0;
+    }
+    if (j->cr->stream && !stream_text(j)) return 0;
+    return rc; /* 0 once a stop string ended the reply */
+}
+
+/* POST /v1/chat/completions (see chat.h for the format). */
+static void do_chat(struct req *r)
+{
+    struct srv *s = r->srv;
+    struct chat_request cr;
+    char err[512];
+    int rc = chat_request_parse(r->body, r->len, &cr, err, sizeof err);
+    if (rc) {
+        set_chat_error(r, rc == BANTER_ERR_NOMEM ? 500 : 400, err, cr.param);
+        return;
+    }
+    struct chat_job j = {.r = r, .cr = &cr};
+    struct agent_llm_stats st = {0};
+    void *conv = NULL;
+    const struct agent_llm *be = s->llm ? &s->llm->be : NULL;
+    if (!be) {
+        set_chat_error(r, 503, "this server was started without a language model, so it cannot answer chats",
+                       NULL);
+        goto out;
+    }
+    struct agent_reply_config rcfg;
+    chat_request_reply_config(&cr, &rcfg);
+    rc = be->ops->conv_open(be->state, &rcfg, &conv, err, sizeof err);
+    if (rc) {
+        char msg[640];
+        snprintf(msg, sizeof msg, "the language model cannot take this conversation now (%s); retry later",
+                 err[0] ? err : banter_status_str(rc));
+        metrics_error(&s->metrics, "busy");
+        set_chat_error(r, rc == BANTER_ERR_NOMEM || rc == BANTER_ERR_INVALID_ARG ? 500 : 503, msg, NULL);
+        goto out;
+    }
+    pthread_mutex_lock(&r->qlock);
+    r->conv = conv;
+    pthread_mutex_unlock(&r->qlock);
+
+    uint64_t n = atomic_fetch_add_explicit(&s->n_ids, 1, memory_order_relaxed);
+    uint64_t rnd = ((uint64_t)(uintptr_t)r * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)core_time_ms() << 20) ^ n;
+    chat_meta_init(&j.meta, rnd, n, (long long)time(NULL), cr.model ? cr.model : s->model_id, cr.include_usage);
+    chat_filter_init(&j.filt, &cr);
+    if (cr.stream) {
+        r->status = 200;
+        r->ctype = "text/event-stream";
+        size_t len = 0;
+        char *ev = chat_render_chunk(&j.meta, true, NULL, 0, NULL, &len);
+        if (!stream_push(&j, ev, len)) goto generated; /* nothing to send it to */
+    }
+    err[0] = 0;
+    rc = gone(r) ? BANTER_ERR_CANCELLED
+                 : be->ops->reply(conv, cr.msgs, cr.n_msgs, on_piece, &j, &st, err, sizeof err);
+generated:
+    pthread_mutex_lock(&r->qlock);
+    r->conv = NULL;
+    pthread_mutex_unlock(&r->qlock);
+    be->ops->conv_close(conv);
+    metrics_llm_tokens(&s->metrics, st.n_prompt, st.n_fed, st.n_generated);
+
+    if (rc == BANTER_ERR_CANCELLED && j.filt.stopped) rc = 0; /* a stop string ended it: a normal end */
+    if (!rc && chat_filter_finish(&j.filt)) j.nomem = true;
+    if (gone(r) || j.stalled) {
+        set_error(r, 499, "client went away"); /* not sent: the connection is closing */
+        goto done;
+    }
+    if (!rc && j.nomem) rc = BANTER_ERR_NOMEM;
+    if (rc) {
+        metrics_error(&s->metrics, "llm");
+        char msg[640];
+        snprintf(msg, sizeof msg, "the language model failed: %s", err[0] ? err : banter_status_str(rc));
+        if (!r->streaming) {
+            set_chat_error(r, 500, msg, NULL);
+        } else {
+            size_t len = 0;
+            char *ev = chat_render_error(msg, "server_error", NULL, true, &len);
+            if (stream_push(&j, ev, len)) stream_push(&j, strdup(CHAT_SSE_DONE), strlen(CHAT_SSE_DONE));
+        }
+        goto done;
+    }
+    const char *finish = !j.filt.stopped && st.n_generated >= rcfg.max_tokens ? "length" : "stop";
+    struct chat_usage u = {st.n_prompt, st.n_generated};
+    if (cr.stream) {
+        size_t len = 0;
+        char *ev;
+        if (!stream_text(&j)) goto done;
+        ev = chat_render_chunk(&j.meta, false, NULL, 0, finish, &len);
+        if (!stream_push(&j, ev, len)) goto done;
+        if (cr.include_usage) {
+            ev = chat_render_usage_chunk(&j.meta, &u, &len);
+            if (!stream_push(&j, ev, len)) goto done;
+        }
+        stream_push(&j, strdup(CHAT_SSE_DONE), strlen(CHAT_SSE_DONE));
+    } else {
+        size_t len = 0;
+        char *out = chat_render_completion(&j.meta, j.filt.text, j.filt.len, finish, &u, &len);
+        if (out)
+            set_response(r, 200, "application/json", out, len);
+        else
+            set_chat_error(r, 500, "out of memory", NULL);
+    }
+done:
+    chat_filter_deinit(&j.filt);
+out:
+    chat_request_free(&cr);
+}
+
 static void *worker_main(void *arg)
 {
     struct srv *s = arg;
@@ -449,6 +709,8 @@ static void *worker_main(void *arg)
             do_speech(r);
         else if (r->route == ROUTE_TRANSCRIPTIONS)
             do_transcription(r);
+        else if (r->route == ROUTE_CHAT)
+            do_chat(r);
         else
             set_error(r, 500, "internal error: route %d has no worker", (int)r->route);
 
@@ -508,6 +770,12 @@ static void dispatch(struct req *r)
 static void drain_done(struct srv *s)
 {
     pthread_mutex_lock(&s->lock);
+    /* Streams with events to write first, under the lock: a worker may link its request again at once. */
+    for (struct req *w = s->wake; w; w = w->wake_next) {
+        w->on_wake = false;
+        if (w->wsi) lws_callback_on_writable(w->wsi);
+    }
+    s->wake = NULL;
     struct req *r = s->done;
     s->done = NULL;
     pthread_mutex_unlock(&s->lock);
@@ -516,6 +784,8 @@ static void drain_done(struct srv *s)
         r->in_worker = false;
         if (!r->wsi)
             req_free(r);
+        else if (r->status == 499) /* a stream whose client stopped reading: drop the connection */
+            lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         else
             respond(r);
         r = next;
@@ -529,10 +799,17 @@ static void detach(struct pss *pss)
     if (!r) return;
     pss->r = NULL;
     r->wsi = NULL;
-    if (r->in_worker)
+    if (r->in_worker) {
         atomic_store_explicit(&r->cancelled, true, memory_order_relaxed);
-    else
+        /* A generation stops now rather than at its next piece (a long prefill has none), and a worker
+         * waiting for queue room wakes up. */
+        pthread_mutex_lock(&r->qlock);
+        if (r->conv) r->srv->llm->be.ops->cancel(r->conv);
+        pthread_cond_broadcast(&r->qcond);
+        pthread_mutex_unlock(&r->qlock);
+    } else {
         req_free(r);
+    }
 }
 
 /* Constant-time comparison, so the key cannot be guessed a byte at a time from response times. */
@@ -557,6 +834,8 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
 {
     struct req *r = calloc(1, sizeof *r);
     if (!r) return; /* the connection then times out; nothing better to do without memory */
+    pthread_mutex_init(&r->qlock, NULL);
+    pthread_cond_init(&r->qcond, NULL);
     r->srv = s;
     r->wsi = wsi;
     pss->r = r;
@@ -579,6 +858,10 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
         r->route = ROUTE_SPEECH, allow = "POST";
     else if (!strcmp(uri, "/v1/audio/transcriptions"))
         r->route = ROUTE_TRANSCRIPTIONS, allow = "POST";
+    else if (!strcmp(uri, "/v1/chat/completions"))
+        r->route = ROUTE_CHAT, allow = "POST";
+    else if (!strcmp(uri, "/metrics"))
+        r->route = ROUTE_METRICS;
     snprintf(r->allow, sizeof r->allow, "%s%s", allow, s->origin ? ", OPTIONS" : "");
 
     if (!strcmp(method, "OPTIONS") && s->origin && r->route != ROUTE_NONE) {
@@ -594,8 +877,8 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
     }
     if (r->route == ROUTE_NONE) {
         respond_error(r, 404,
-                      "no such route; this server has GET /health, GET /v1/models, POST /v1/audio/speech "
-                      "and POST /v1/audio/transcriptions");
+                      "no such route; this server has GET /health, GET /v1/models, POST /v1/audio/speech, "
+                      "POST /v1/audio/transcriptions, POST /v1/chat/completions and GET /metrics");
         return;
     }
     if (strcmp(method, allow)) {
@@ -613,6 +896,17 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
         set_json(r, 200,
                  json_pack("{s:s,s:[{s:s,s:s,s:s}]}", "object", "list", "data", "id", s->model_id, "object",
                            "model", "owned_by", "banter"));
+        respond(r);
+        return;
+    }
+    if (r->route == ROUTE_METRICS) {
+        /* Rendered here: a few kilobytes under one short lock, cheaper than a trip through the workers. */
+        size_t len = 0;
+        char *text = metrics_render(&s->metrics, &len);
+        if (text)
+            set_response(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+        else
+            set_error(r, 500, "out of memory");
         respond(r);
         return;
     }
@@ -650,15 +944,77 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
     }
 }
 
+/* The route label of r's response in banter_http_requests_total: one of a fixed few. */
+static const char *route_label(const struct req *r)
+{
+    switch (r->route) {
+    case ROUTE_HEALTH: return "/health";
+    case ROUTE_MODELS: return "/v1/models";
+    case ROUTE_SPEECH: return "/v1/audio/speech";
+    case ROUTE_TRANSCRIPTIONS: return "/v1/audio/transcriptions";
+    case ROUTE_CHAT: return "/v1/chat/completions";
+    case ROUTE_METRICS: return "/metrics";
+    default: return "other";
+    }
+}
+
+/* Writes what a stream has queued (at most WRITE_CHUNK bytes a call); once its worker is done and nothing is
+ * left, closes the connection, which ends the response (its headers gave no length). */
+static void write_stream(struct srv *s, struct lws *wsi, struct pss *pss, int *close)
+{
+    struct req *r = pss->r;
+    size_t n = 0;
+    pthread_mutex_lock(&r->qlock);
+    while (r->q_head && n < WRITE_CHUNK) {
+        struct chunk *c = r->q_head;
+        size_t k = c->len - c->off;
+        if (k > WRITE_CHUNK - n) k = WRITE_CHUNK - n;
+        memcpy(s->wbuf + LWS_PRE + n, c->data + c->off, k);
+        c->off += k;
+        n += k;
+        if (c->off == c->len) {
+            r->q_head = c->next;
+            if (!r->q_head) r->q_tail = NULL;
+            free(c->data);
+            free(c);
+        }
+    }
+    r->q_bytes -= n;
+    bool more = r->q_head != NULL;
+    if (n) pthread_cond_signal(&r->qcond);
+    pthread_mutex_unlock(&r->qlock);
+    if (n) {
+        if (lws_write(wsi, s->wbuf + LWS_PRE, n, LWS_WRITE_HTTP) != (int)n) {
+            *close = 1;
+            return;
+        }
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, JOB_TIMEOUT_S); /* a stream is alive while it flows */
+        if (more || !r->in_worker) lws_callback_on_writable(wsi);
+        return;
+    }
+    if (!r->in_worker) {
+        /* Closed from a callback that wrote nothing, so lws has flushed everything written before. */
+        detach(pss);
+        *close = 1;
+    }
+}
+
 static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int *close)
 {
     struct req *r = pss->r;
-    if (!r || !r->ready || r->in_worker) return;
+    if (!r) return;
+    pthread_mutex_lock(&r->qlock);
+    bool streaming = r->streaming; /* once set, the worker has set status and ctype and never changes them */
+    pthread_mutex_unlock(&r->qlock);
+    if (!streaming && (!r->ready || r->in_worker)) return;
     if (!r->headers_sent) {
         unsigned char *start = s->wbuf + LWS_PRE, *p = start, *end = s->wbuf + sizeof s->wbuf;
         static const char cors_methods[] = "GET, POST, OPTIONS";
         static const char cors_headers[] = "Authorization, Content-Type";
-        bool ok = !lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype, r->out_len, &p, end);
+        /* A stream's length is unknown: lws then sends "connection: close" and the end of the stream is the
+         * end of the connection. */
+        bool ok = !lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype,
+                                               streaming ? LWS_ILLEGAL_HTTP_CONTENT_LEN : r->out_len, &p, end);
         if (ok && s->origin)
             ok = !lws_add_http_header_by_name(
                 wsi, (const unsigned char *)"access-control-allow-origin:", (const unsigned char *)s->origin,
@@ -679,6 +1035,9 @@ static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int 
         if (ok && r->status == 503)
             ok = !lws_add_http_header_by_name(
                 wsi, (const unsigned char *)"retry-after:", (const unsigned char *)"1", 1, &p, end);
+        if (ok && streaming)
+            ok = !lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                              (const unsigned char *)"no-cache", 8, &p, end);
         if (ok && r->close_after)
             ok = !lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                                &p, end);
@@ -687,11 +1046,15 @@ static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int 
             return;
         }
         r->headers_sent = true;
+        metrics_http(&s->metrics, route_label(r), r->status);
         core_debug("serve: -> %d (%zu bytes)", r->status, r->out_len);
-        if (r->out_len) {
+        if (r->out_len || streaming) {
             lws_callback_on_writable(wsi);
             return;
         }
+    } else if (streaming) {
+        write_stream(s, wsi, pss, close);
+        return;
     } else {
         size_t n = r->out_len - r->sent;
         if (n > WRITE_CHUNK) n = WRITE_CHUNK;
@@ -816,6 +1179,8 @@ int srv_open(const struct srv_config *cfg, banter_asr *asr, struct srv **out, ch
     s->max_body = c.max_body ? c.max_body : DEFAULT_MAX_BODY;
     s->max_queue = c.max_queue ? c.max_queue : DEFAULT_QUEUE;
     s->asr = asr;
+    s->llm = c.llm;
+    metrics_init(&s->metrics);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->asr_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -873,6 +1238,7 @@ fail_ctx:
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->asr_lock);
     pthread_mutex_destroy(&s->lock);
+    metrics_deinit(&s->metrics);
 fail_strings:
     free(s->host);
     free(s->api_key);
@@ -884,6 +1250,11 @@ fail_strings:
 nomem:
     snprintf(err, err_len, "out of memory");
     return BANTER_ERR_NOMEM;
+}
+
+struct metrics *srv_metrics(struct srv *s)
+{
+    return &s->metrics;
 }
 
 int srv_port(const struct srv *s)
@@ -927,6 +1298,7 @@ void srv_close(struct srv *s)
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->asr_lock);
     pthread_mutex_destroy(&s->lock);
+    metrics_deinit(&s->metrics);
     free(s->host);
     free(s->api_key);
     free(s->origin);
