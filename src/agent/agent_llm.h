@@ -14,6 +14,12 @@
  *   oldest user/assistant messages after the system prompt are dropped until the prompt fills at most half of
  *   the context, and the rest is re-prefilled once (a cache shift would save that prefill but is inexact for
  *   sliding-window layers); the dropped count then stays put, so later turns again cost only their own tokens.
+ *   The conversations' forward passes are batched: one scheduler thread per backend packs every conversation's
+ *   pending decode step and a bounded prefill chunk of each into one pass, samples each conversation's logits
+ *   with its own sampler and wakes it (a conversation's thread only queues work and waits). Conversations
+ *   whose prompts start with the same system message fork their cache from one prefilled copy of it instead
+ *   of prefilling it again (agent_sched_stats.prefix_hits). Neither changes a result: replies and cached tokens
+ *   are those of a conversation run alone.
  * - remote (agent_llm_remote.c): an OpenAI-compatible /v1/chat/completions endpoint, streamed over SSE with
  *   libcurl. It keeps nothing: every reply sends the whole list, and prepare and sync do nothing.
  *
@@ -27,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* What one call cost. Times are wall milliseconds from the start of the call. */
 struct agent_llm_stats {
@@ -88,6 +95,31 @@ int agent_llm_native_open(const char *model_path, int n_ctx, int n_seq, int n_th
 
 /* The tokens a native conversation's cache holds (for tests: what a from-scratch prefill must reproduce). */
 const banter_token *agent_llm_native_tokens(void *conv, int *n);
+
+/* What the native backend's scheduler has done since open, for /metrics. A step is one forward pass. */
+#define AGENT_SCHED_HIST 6
+struct agent_sched_stats {
+    uint64_t steps;          /* forward passes run */
+    uint64_t entries;        /* tokens in them (prefill plus decode) */
+    uint64_t seqs;           /* conversations in them, summed over steps (seqs / steps = mean batch) */
+    uint64_t decode_tokens;  /* generated tokens fed (one per decode step of a conversation) */
+    uint64_t prefill_tokens; /* prompt tokens fed */
+    uint64_t batch_hist[AGENT_SCHED_HIST]; /* steps by conversations in them: 1, 2, 3-4, 5-8, 9-16, 17 or more */
+    double busy_ms;          /* wall time spent in passes (and the sampling right after them) */
+    uint64_t prefix_hits;    /* first prompts that forked a shared system-prompt prefix */
+    uint64_t prefix_misses;  /* first prompts with a shareable prefix that no template held yet */
+};
+
+/* Copies the scheduler's counters into *out; all zero for a backend that is not native. Thread-safe. */
+void agent_llm_native_sched_stats(const struct agent_llm *llm, struct agent_sched_stats *out);
+
+/* Batching on (the default) or off: off runs one conversation's request per pass, as before the scheduler
+ * batched (the benchmark's baseline). No effect on results. Thread-safe; takes effect at the next step. */
+void agent_llm_native_set_batching(struct agent_llm *llm, bool on);
+
+/* For tests: the conversation's next forward pass fails (its first entry is made invalid), as a pass that
+ * fails for one conversation of a batch would. Thread-safe. */
+void agent_llm_native_inject_fault(void *conv);
 
 /* Opens the remote backend: url is the server's base ("http://host:8080" or ".../v1"; the path
  * /v1/chat/completions is appended unless url already ends with it), model the "model" field sent (NULL =

@@ -18,30 +18,107 @@
  * system message are left out, two at a time (a user turn and its reply), until the prompt fills at most half of
  * n_ctx. The number left out (conv->n_skip) only grows, so the rendered prefix stays stable between overflows.
  *
- * Sharing: all conversations share one banter_context, and a forward pass runs over one conversation at a time
- * under backend->lock (interleaved, not batched: batching the sessions' steps into one pass is the scheduler's
- * job). backend->owner records which conversation's pass is running so cancel can stop exactly that pass.
+ * Scheduling: all conversations share one banter_context, and only the scheduler thread (sched_main) runs its
+ * forward passes. A conversation's thread turns its work into a request (a prefill run of tokens, or a single
+ * decode token, and whether the last one's logits are to be sampled with the conversation's own sampler),
+ * queues it and sleeps until it is done. Each scheduler step packs every queued request into one banter_decode:
+ * the single-token decode steps first, then prefill chunks of at most PREFILL_STEP tokens per conversation, up
+ * to n_batch entries in all, so a long prefill is spread over several steps and never holds up the others'
+ * next tokens. The weights are streamed from memory once per step however many conversations take part, which
+ * is where batching wins: a decode step of one token is memory-bound. Right after the pass the scheduler
+ * samples each finished request's logits row (the next pass overwrites them) and wakes its thread. Batching
+ * can be turned off (agent_llm_native_set_batching): one request per pass, chunks of SERIAL_CHUNK, the old
+ * interleaved behaviour, kept as the benchmark's baseline.
+ *
+ * Cancel marks the conversation; the scheduler drops its request at the next step boundary with
+ * BANTER_ERR_CANCELLED, so a barge-in waits for at most one pass. The context's own cancel is never used: it
+ * would fail every conversation of a shared pass. When a batched pass fails, each request of the step is run
+ * alone (banter_decode changes nothing on error), so only the conversation whose entries fail sees the error.
+ *
+ * Shared system prompts: the scheduler thread holds nat->lock during each pass; sequence operations (open,
+ * close, truncate, fork) and the template table take it too. A template is a sequence holding the tokens of a
+ * rendered prompt up to the end of its system message (the text two renders with different first user
+ * messages share, found with banter_chat_render; for Gemma it is the opening of the first user turn with the
+ * system text in it). When a conversation's cache is empty and its whole prompt, tokenized as a cold prefill
+ * would tokenize it, starts with a template's text and tokens, its sequence is forked from the template
+ * (banter_seq_fork) and only the rest is prefilled; the cache then holds exactly the tokens and records a cold
+ * prefill would. On a miss the conversation prefills everything and then forks its own prefix into a new
+ * template (N_TMPL of them, least recently used replaced). Prefixes under MIN_TMPL_TOKENS are not shared: a fork
+ * copies whole sliding-window rings, which costs about as much as prefilling a few dozen tokens.
  */
 #include "agent/agent_llm.h"
 #include "core/core.h"
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+enum {
+    N_BATCH = 512,         /* most entries in one pass */
+    PREFILL_STEP = 128,    /* most prefill tokens one conversation adds to a batched step */
+    SERIAL_CHUNK = 256,    /* prefill chunk of a pass when batching is off */
+    N_TMPL = 4,            /* shared system-prompt prefixes kept */
+    MIN_TMPL_TOKENS = 32,  /* shorter prefixes are prefilled rather than forked (see the file comment) */
+};
+
+/* One conversation's work for the scheduler: feed toks[0, n) at positions pos.. of seq. The conversation's
+ * thread fills it in, queues it and sleeps until done; meanwhile only the scheduler touches it. */
+struct req {
+    struct conv *c;
+    const banter_token *toks; /* [n] */
+    int n, pos, seq;
+    bool sample;              /* sample the last token's logits with c->sampler into sampled */
+    bool gen;                 /* a generated token (counted as decode in the stats) rather than prompt */
+    int n_done;               /* tokens in the cache so far */
+    banter_token sampled;
+    int rc;
+    bool done;                /* guarded by sched_mu */
+    struct req *next;         /* guarded by sched_mu */
+    /* The current step: entries [at, at + take) of the batch; fault makes its first entry invalid. */
+    int at, take;
+    bool fault;
+};
+
+struct tmpl {
+    int seq;             /* -1 when the slot is free */
+    char *text;          /* [len]: the rendered prefix the tokens stand for */
+    size_t len;
+    banter_token *toks;  /* [n] */
+    size_t *ends;        /* [n]: each token's end in text */
+    int n;
+    uint64_t used;       /* LRU clock */
+};
+
 struct native {
     banter_model *model;
     banter_context *ctx;
     int n_ctx;
-    int n_seq;
-    banter_token bos; /* the model's BOS (-1 when none): added by the tokenizer, absent from the text */
+    int n_seq;           /* conversations that may be open at once */
+    int n_vocab;
+    banter_token bos;    /* the model's BOS (-1 when none): added by the tokenizer, absent from the text */
     char desc[256];
-    pthread_mutex_t lock;       /* held for each forward pass and sequence operation */
-    pthread_mutex_t owner_lock; /* guards owner */
-    struct conv *owner;         /* the conversation whose forward pass is running, or NULL */
+    /* Held by the scheduler during each pass and by sequence operations and template lookups. Taken before
+     * sched_mu when both are held. */
+    pthread_mutex_t lock;
+    int n_conv;                 /* open conversations (lock) */
+    struct tmpl tmpl[N_TMPL];   /* (lock) */
+    uint64_t clock;             /* (lock) */
+    pthread_mutex_t sched_mu;   /* guards the queue, stop, batching and stats */
+    pthread_cond_t sched_cv;    /* a request arrived, or stop */
+    struct req *head, *tail;    /* queued requests, oldest first (sched_mu) */
+    bool stop;                  /* (sched_mu) */
+    bool batching;              /* (sched_mu) */
+    struct agent_sched_stats stats; /* (sched_mu) */
+    atomic_uint_least64_t prefix_hits, prefix_misses;
+    pthread_t thread;
+    bool started;
+    /* The scheduler thread's own scratch. */
+    banter_batch_entry *batch; /* [N_BATCH] */
+    struct req **step;         /* [n_seq]: the requests of the current step */
 };
 
 struct conv {
@@ -50,6 +127,8 @@ struct conv {
     banter_sampler *sampler;
     int seq;
     atomic_bool cancel;   /* set by cancel, cleared at the start of each call */
+    atomic_bool fault;    /* agent_llm_native_inject_fault: the next pass of this conversation fails */
+    pthread_cond_t done_cv; /* its request is done (with nat->sched_mu) */
     banter_token *cached; /* [n_cached]: the tokens the sequence's cache holds */
     size_t *cend;         /* [n_cached]: where each one's text ends in ctext */
     int n_cached, cap_cached;
@@ -61,9 +140,8 @@ struct conv {
     char *text; /* [cap_text]: the rendered prompt */
     size_t text_len, cap_text;
     size_t n_skip; /* messages after the system message left out (context overflow) */
+    int tmpl_n; /* after a template miss: the prompt's first tokens that are to become a template */
 };
-
-#include <stdarg.h>
 
 static void set_err(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t len, const char *fmt, ...)
@@ -75,14 +153,215 @@ static void set_err(char *err, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+static bool cancelled(struct conv *c)
+{
+    return atomic_load_explicit(&c->cancel, memory_order_acquire);
+}
+
+/* ---- The scheduler ---- */
+
+static void finish(struct native *nat, struct req *r, int rc)
+{
+    r->rc = rc;
+    r->done = true;
+    pthread_cond_signal(&r->c->done_cv);
+}
+
+/* Unlinks r from the queue (sched_mu held). */
+static void unlink_req(struct native *nat, struct req *r)
+{
+    struct req **pp = &nat->head, *prev = NULL;
+    while (*pp && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    BANTER_ASSERT(*pp == r);
+    *pp = r->next;
+    if (nat->tail == r) nat->tail = prev;
+    r->next = NULL;
+}
+
+/* Writes r's entries of the current step at batch[r->at]. */
+static void put_entries(struct native *nat, struct req *r, banter_batch_entry *b)
+{
+    for (int i = 0; i < r->take; i++) {
+        int j = r->n_done + i;
+        b[i] = (banter_batch_entry){r->toks[j], r->seq, r->pos + j, r->sample && j == r->n - 1};
+    }
+    if (r->fault && r->take > 0) b[0].token = -1;
+}
+
+/* Samples r's logits when its last token was in the pass just run, whose entry i is r's first. */
+static void after_pass(struct native *nat, struct req *r, int i)
+{
+    r->n_done += r->take;
+    if (r->sample && r->n_done == r->n) {
+        const float *logits = banter_logits(nat->ctx, i + r->take - 1);
+        BANTER_ASSERT(logits != NULL);
+        r->sampled = banter_sampler_sample(r->c->sampler, logits);
+    }
+}
+
+/* Picks the requests of one step (sched_mu held): every single-token request first, then prefill chunks, within
+ * n_batch; returns how many, with each one's entries in at/take. Cancelled requests are finished here. */
+static int gather(struct native *nat, int *n_entries)
+{
+    int n_step = 0, n_ent = 0;
+    for (struct req *r = nat->head, *next; r; r = next) {
+        next = r->next;
+        if (cancelled(r->c)) {
+            unlink_req(nat, r);
+            finish(nat, r, BANTER_ERR_CANCELLED);
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (struct req *r = nat->head; r && n_ent < N_BATCH; r = r->next) {
+            int left = r->n - r->n_done;
+            if ((left == 1) != (pass == 0)) continue;
+            if (!nat->batching && n_step == 1) break;
+            int cap = nat->batching ? PREFILL_STEP : SERIAL_CHUNK;
+            int take = left < cap ? left : cap;
+            if (take > N_BATCH - n_ent) take = N_BATCH - n_ent;
+            r->at = n_ent;
+            r->take = take;
+            r->fault = atomic_exchange_explicit(&r->c->fault, false, memory_order_acq_rel) || r->fault;
+            nat->step[n_step++] = r;
+            n_ent += take;
+        }
+    }
+    *n_entries = n_ent;
+    return n_step;
+}
+
+static int hist_bucket(int n_seqs)
+{
+    /* Buckets of agent_sched_stats.batch_hist: 1, 2, 3-4, 5-8, 9-16, 17+ sequences. */
+    int b = 0;
+    for (int lim = 1; b < AGENT_SCHED_HIST - 1 && n_seqs > lim; lim *= 2) b++;
+    return b;
+}
+
+static void *sched_main(void *arg)
+{
+    struct native *nat = arg;
+    int *rcs = calloc((size_t)nat->n_seq, sizeof *rcs);
+    BANTER_ASSERT(rcs != NULL);
+    pthread_mutex_lock(&nat->sched_mu);
+    for (;;) {
+        while (!nat->stop && !nat->head) pthread_cond_wait(&nat->sched_cv, &nat->sched_mu);
+        if (nat->stop) break;
+        int n_ent = 0;
+        int n_step = gather(nat, &n_ent);
+        if (n_step == 0) continue;
+        pthread_mutex_unlock(&nat->sched_mu);
+
+        pthread_mutex_lock(&nat->lock);
+        double t0 = core_time_ms();
+        for (int k = 0; k < n_step; k++) put_entries(nat, nat->step[k], nat->batch + nat->step[k]->at);
+        int rc = banter_decode(nat->ctx, nat->batch, n_ent);
+        if (!rc) {
+            for (int k = 0; k < n_step; k++) {
+                after_pass(nat, nat->step[k], nat->step[k]->at);
+                rcs[k] = 0;
+            }
+        } else if (n_step == 1) {
+            rcs[0] = rc;
+        } else {
+            /* One request's entries failed the pass: run each alone so that only its conversation fails. */
+            core_log(BANTER_LOG_WARN, "agent: a batched pass of %d conversations failed (%s); running each alone",
+                     n_step, banter_context_error(nat->ctx));
+            for (int k = 0; k < n_step; k++) {
+                struct req *r = nat->step[k];
+                put_entries(nat, r, nat->batch);
+                rcs[k] = banter_decode(nat->ctx, nat->batch, r->take);
+                if (!rcs[k]) after_pass(nat, r, 0);
+            }
+        }
+        double dt = core_time_ms() - t0;
+        pthread_mutex_unlock(&nat->lock);
+
+        pthread_mutex_lock(&nat->sched_mu);
+        struct agent_sched_stats *st = &nat->stats;
+        st->steps++;
+        st->entries += (uint64_t)n_ent;
+        st->seqs += (uint64_t)n_step;
+        st->batch_hist[hist_bucket(n_step)]++;
+        st->busy_ms += dt;
+        for (int k = 0; k < n_step; k++) {
+            struct req *r = nat->step[k];
+            if (!rcs[k]) {
+                if (r->gen) st->decode_tokens += (uint64_t)r->take;
+                else st->prefill_tokens += (uint64_t)r->take;
+            }
+            r->fault = false;
+            if (rcs[k] || r->n_done == r->n) {
+                unlink_req(nat, r);
+                finish(nat, r, rcs[k]);
+            } else if (r->next) {
+                /* Not done: to the back, so the prefills take turns at the budget. */
+                unlink_req(nat, r);
+                nat->tail->next = r;
+                nat->tail = r;
+            }
+        }
+    }
+    pthread_mutex_unlock(&nat->sched_mu);
+    free(rcs);
+    return NULL;
+}
+
+/* Queues r for the scheduler and waits until it is done; returns its status. r->n_done tokens are then in the
+ * cache, also on error. */
+static int submit(struct conv *c, struct req *r)
+{
+    struct native *nat = c->nat;
+    r->c = c;
+    r->n_done = 0;
+    r->rc = 0;
+    r->done = false;
+    r->fault = false;
+    r->next = NULL;
+    if (cancelled(c)) return BANTER_ERR_CANCELLED;
+    if (r->n == 0) return 0;
+    pthread_mutex_lock(&nat->sched_mu);
+    if (nat->tail) nat->tail->next = r;
+    else nat->head = r;
+    nat->tail = r;
+    pthread_cond_signal(&nat->sched_cv);
+    while (!r->done) pthread_cond_wait(&c->done_cv, &nat->sched_mu);
+    pthread_mutex_unlock(&nat->sched_mu);
+    return r->rc;
+}
+
+static void tmpl_clear(struct native *nat, struct tmpl *t)
+{
+    if (t->seq >= 0) banter_seq_close(nat->ctx, t->seq);
+    free(t->text);
+    free(t->toks);
+    free(t->ends);
+    memset(t, 0, sizeof *t);
+    t->seq = -1;
+}
+
 static void native_close(void *state)
 {
     struct native *nat = state;
     if (!nat) return;
+    if (nat->started) {
+        pthread_mutex_lock(&nat->sched_mu);
+        nat->stop = true;
+        pthread_cond_signal(&nat->sched_cv);
+        pthread_mutex_unlock(&nat->sched_mu);
+        pthread_join(nat->thread, NULL);
+    }
+    for (int i = 0; i < N_TMPL; i++) tmpl_clear(nat, &nat->tmpl[i]);
     banter_context_close(nat->ctx);
     banter_model_close(nat->model);
+    free(nat->batch);
+    free(nat->step);
+    pthread_cond_destroy(&nat->sched_cv);
+    pthread_mutex_destroy(&nat->sched_mu);
     pthread_mutex_destroy(&nat->lock);
-    pthread_mutex_destroy(&nat->owner_lock);
     free(nat);
 }
 
@@ -122,7 +401,9 @@ static int conv_open(void *state, const struct agent_reply_config *cfg, void **o
         return rc;
     }
     pthread_mutex_lock(&nat->lock);
-    rc = banter_seq_open(nat->ctx, &c->seq);
+    /* The context has more sequences than conversations (the templates'), so count. */
+    rc = nat->n_conv < nat->n_seq ? banter_seq_open(nat->ctx, &c->seq) : BANTER_ERR_CONTEXT_FULL;
+    if (!rc) nat->n_conv++;
     pthread_mutex_unlock(&nat->lock);
     if (rc) {
         set_err(err, err_len, "all %d conversations of the language model are in use", nat->n_seq);
@@ -130,6 +411,7 @@ static int conv_open(void *state, const struct agent_reply_config *cfg, void **o
         free(c);
         return rc;
     }
+    pthread_cond_init(&c->done_cv, NULL);
     *out = c;
     return 0;
 }
@@ -140,7 +422,9 @@ static void conv_close(void *p)
     if (!c) return;
     pthread_mutex_lock(&c->nat->lock);
     banter_seq_close(c->nat->ctx, c->seq);
+    c->nat->n_conv--;
     pthread_mutex_unlock(&c->nat->lock);
+    pthread_cond_destroy(&c->done_cv);
     banter_sampler_close(c->sampler);
     free(c->cached);
     free(c->cend);
@@ -154,10 +438,8 @@ static void conv_close(void *p)
 static void conv_cancel(void *p)
 {
     struct conv *c = p;
+    /* The scheduler drops the conversation's request at its next step (see the file comment). */
     atomic_store_explicit(&c->cancel, true, memory_order_release);
-    pthread_mutex_lock(&c->nat->owner_lock);
-    if (c->nat->owner == c) banter_context_cancel(c->nat->ctx);
-    pthread_mutex_unlock(&c->nat->owner_lock);
 }
 
 static int conv_cached(void *p)
@@ -170,30 +452,6 @@ const banter_token *agent_llm_native_tokens(void *conv, int *n)
     struct conv *c = conv;
     *n = c->n_cached;
     return c->cached;
-}
-
-static bool cancelled(struct conv *c)
-{
-    return atomic_load_explicit(&c->cancel, memory_order_acquire);
-}
-
-/* Runs one forward pass of n entries for c under the backend lock. A cancel meant for another conversation can
- * leave the context's flag set after that conversation's pass ended; such a stray cancel fails a pass without
- * changing anything, so it is retried. */
-static int decode(struct conv *c, const banter_batch_entry *e, int n)
-{
-    struct native *nat = c->nat;
-    for (;;) {
-        if (cancelled(c)) return BANTER_ERR_CANCELLED;
-        pthread_mutex_lock(&nat->owner_lock);
-        nat->owner = c;
-        pthread_mutex_unlock(&nat->owner_lock);
-        int rc = banter_decode(nat->ctx, e, n);
-        pthread_mutex_lock(&nat->owner_lock);
-        nat->owner = NULL;
-        pthread_mutex_unlock(&nat->owner_lock);
-        if (rc != BANTER_ERR_CANCELLED || cancelled(c)) return rc;
-    }
 }
 
 /* Makes room for n tokens (and their ends) in the scratch arrays. */
@@ -352,44 +610,41 @@ static int tokenize_rest(struct conv *c, int k)
     return m;
 }
 
-/* Feeds c->toks[0, m) at the end of the cache, in chunks. With sampled != NULL, the logits of the last token are
- * sampled under the same hold of the lock as its pass (another conversation's pass would overwrite them). */
-static int feed(struct conv *c, int m, banter_token *sampled)
+/* Records the first n of c->toks, now in the cache, with their texts from c->text. */
+static int record_fed(struct conv *c, int n)
 {
-    struct native *nat = c->nat;
-    enum { CHUNK = 256 };
-    banter_batch_entry e[CHUNK];
-    int from = 0;
-    while (from < m) {
-        int n = m - from < CHUNK ? m - from : CHUNK;
-        bool last = from + n == m;
-        for (int i = 0; i < n; i++) {
-            e[i].token = c->toks[from + i];
-            e[i].seq = c->seq;
-            e[i].pos = c->n_cached + i;
-            e[i].want_logits = sampled && last && i == n - 1;
-        }
-        pthread_mutex_lock(&nat->lock);
-        int rc = decode(c, e, n);
-        if (!rc && sampled && last) {
-            const float *logits = banter_logits(nat->ctx, n - 1);
-            BANTER_ASSERT(logits != NULL);
-            *sampled = banter_sampler_sample(c->sampler, logits);
-        }
-        pthread_mutex_unlock(&nat->lock);
-        if (rc) return rc;
-        for (int i = 0; i < n; i++) {
-            size_t end = c->tend[from + i];
-            size_t start = c->ctext_len;
-            bool member = end == SIZE_MAX;
-            if (member) end = start;
-            BANTER_ASSERT(end >= start && end <= c->text_len);
-            if (append_cached(c, e[i].token, c->text + start, end - start)) return BANTER_ERR_NOMEM;
-            if (member) c->cend[c->n_cached - 1] = SIZE_MAX;
-        }
-        from += n;
+    for (int i = 0; i < n; i++) {
+        size_t end = c->tend[i];
+        size_t start = c->ctext_len;
+        bool member = end == SIZE_MAX;
+        if (member) end = start;
+        BANTER_ASSERT(end >= start && end <= c->text_len);
+        if (append_cached(c, c->toks[i], c->text + start, end - start)) return BANTER_ERR_NOMEM;
+        if (member) c->cend[c->n_cached - 1] = SIZE_MAX;
     }
     return 0;
+}
+
+/* Feeds c->toks[0, m) at the end of the cache through the scheduler. With sampled != NULL, the logits of the
+ * last token are sampled with c's sampler into *sampled. On error the tokens that did reach the cache are still
+ * recorded. */
+static int feed(struct conv *c, int m, banter_token *sampled)
+{
+    struct req r = {.toks = c->toks, .n = m, .pos = c->n_cached, .seq = c->seq, .sample = sampled != NULL};
+    int rc = submit(c, &r);
+    if (record_fed(c, r.n_done)) return BANTER_ERR_NOMEM;
+    if (!rc && sampled) *sampled = r.sampled;
+    return rc;
+}
+
+/* Feeds one token at the end of the cache; with sampled != NULL its logits are sampled into *sampled. */
+static int feed_one(struct conv *c, banter_token t, banter_token *sampled)
+{
+    struct req r = {.toks = &t, .n = 1, .pos = c->n_cached, .seq = c->seq, .sample = sampled != NULL,
+                    .gen = true};
+    int rc = submit(c, &r);
+    if (!rc && sampled) *sampled = r.sampled;
+    return rc;
 }
 
 static void begin_call(struct conv *c, struct agent_llm_stats *st)
@@ -456,6 +711,119 @@ failed:
     return rc;
 }
 
+/* ---- Shared system prompts (see the file comment) ---- */
+
+/* The length of the part of c->text that stands for the leading system message of msgs: what two renders with
+ * different first user messages have in common, when c->text starts with it; 0 when there is none. */
+static size_t system_prefix(struct conv *c, const banter_chat_message *msgs, size_t n)
+{
+    if (n < 2 || strcmp(msgs[0].role, "system")) return 0;
+    banter_chat_message va[2] = {msgs[0], {"user", "a"}}, vb[2] = {msgs[0], {"user", "b"}};
+    const banter_model *m = c->nat->model;
+    long la = banter_chat_render(m, va, 2, false, NULL, 0);
+    long lb = banter_chat_render(m, vb, 2, false, NULL, 0);
+    if (la <= 0 || lb <= 0) return 0;
+    char *a = malloc((size_t)la + 1), *b = malloc((size_t)lb + 1);
+    size_t same = 0;
+    if (a && b) {
+        banter_chat_render(m, va, 2, false, a, (size_t)la + 1);
+        banter_chat_render(m, vb, 2, false, b, (size_t)lb + 1);
+        while (same < (size_t)la && same < (size_t)lb && a[same] == b[same]) same++;
+        if (same > c->text_len || memcmp(a, c->text, same)) same = 0;
+    }
+    free(a);
+    free(b);
+    return same;
+}
+
+/* With an empty cache and c->toks[0, m) the whole prompt: when a template holds the first tokens of exactly this
+ * tokenization, forks the sequence from it, records those tokens as cached and removes them from c->toks;
+ * returns how many (0 on a miss, then c->tmpl_n says how many tokens are to become a template after the feed). */
+static int use_template(struct conv *c, const banter_chat_message *msgs, size_t n, int m)
+{
+    struct native *nat = c->nat;
+    c->tmpl_n = 0;
+    if (c->n_cached != 0) return 0;
+    size_t plen = system_prefix(c, msgs, n);
+    /* The tokens that lie wholly within the system prefix, each with an end of its own; one is always left to
+     * feed (its logits are needed). */
+    int nt = 0;
+    while (nt < m - 1 && c->tend[nt] != SIZE_MAX && c->tend[nt] <= plen) nt++;
+    if (nt < MIN_TMPL_TOKENS) return 0;
+    pthread_mutex_lock(&nat->lock);
+    struct tmpl *best = NULL;
+    for (int i = 0; i < N_TMPL; i++) {
+        struct tmpl *t = &nat->tmpl[i];
+        if (t->seq < 0 || t->n > nt || (best && best->n >= t->n)) continue;
+        if (t->len > c->text_len || memcmp(t->text, c->text, t->len)) continue;
+        if (memcmp(t->toks, c->toks, (size_t)t->n * sizeof *t->toks) ||
+            memcmp(t->ends, c->tend, (size_t)t->n * sizeof *t->ends))
+            continue;
+        best = t;
+    }
+    int got = 0, dst = -1;
+    if (best && banter_seq_fork(nat->ctx, best->seq, -1, &dst) == 0) {
+        banter_seq_close(nat->ctx, c->seq);
+        c->seq = dst;
+        best->used = ++nat->clock;
+        got = best->n;
+    }
+    pthread_mutex_unlock(&nat->lock);
+    if (!got) {
+        atomic_fetch_add_explicit(&nat->prefix_misses, 1, memory_order_relaxed);
+        c->tmpl_n = nt;
+        return 0;
+    }
+    atomic_fetch_add_explicit(&nat->prefix_hits, 1, memory_order_relaxed);
+    if (record_fed(c, got)) return BANTER_ERR_NOMEM;
+    memmove(c->toks, c->toks + got, (size_t)(m - got) * sizeof *c->toks);
+    memmove(c->tend, c->tend + got, (size_t)(m - got) * sizeof *c->tend);
+    return got;
+}
+
+/* After a miss (c->tmpl_n set by use_template) and a feed past the prefix: keeps a copy of the prefix's cache as
+ * a template, replacing the least recently used one. Best effort: on failure there is simply no template. */
+static void make_template(struct conv *c)
+{
+    struct native *nat = c->nat;
+    int nt = c->tmpl_n;
+    c->tmpl_n = 0;
+    if (nt <= 0 || c->n_cached < nt) return;
+    size_t len = c->cend[nt - 1];
+    struct tmpl fresh = {.seq = -1, .len = len, .n = nt};
+    fresh.text = malloc(len + 1);
+    fresh.toks = malloc((size_t)nt * sizeof *fresh.toks);
+    fresh.ends = malloc((size_t)nt * sizeof *fresh.ends);
+    if (!fresh.text || !fresh.toks || !fresh.ends) goto out;
+    memcpy(fresh.text, c->ctext, len);
+    memcpy(fresh.toks, c->cached, (size_t)nt * sizeof *fresh.toks);
+    memcpy(fresh.ends, c->cend, (size_t)nt * sizeof *fresh.ends);
+    pthread_mutex_lock(&nat->lock);
+    struct tmpl *slot = &nat->tmpl[0];
+    for (int i = 0; i < N_TMPL; i++) {
+        struct tmpl *t = &nat->tmpl[i];
+        if (t->seq >= 0 && t->n == nt && t->len == len && !memcmp(t->text, fresh.text, len) &&
+            !memcmp(t->toks, fresh.toks, (size_t)nt * sizeof *t->toks)) {
+            slot = NULL; /* another conversation made the same one meanwhile */
+            break;
+        }
+        if (slot->seq >= 0 && (t->seq < 0 || t->used < slot->used)) slot = t;
+    }
+    if (slot) {
+        tmpl_clear(nat, slot);
+        if (banter_seq_fork(nat->ctx, c->seq, nt, &fresh.seq) == 0) {
+            fresh.used = ++nat->clock;
+            *slot = fresh;
+            memset(&fresh, 0, sizeof fresh);
+        }
+    }
+    pthread_mutex_unlock(&nat->lock);
+out:
+    free(fresh.text);
+    free(fresh.toks);
+    free(fresh.ends);
+}
+
 static int conv_prepare(void *p, const banter_chat_message *msgs, size_t n, struct agent_llm_stats *st,
                         char *err, size_t err_len)
 {
@@ -466,12 +834,17 @@ static int conv_prepare(void *p, const banter_chat_message *msgs, size_t n, stru
     double t0 = core_time_ms();
     int m = plan(c, msgs, n, false, st, err, err_len);
     if (m < 0) return m;
+    int rc = use_template(c, msgs, n, m);
+    if (rc < 0) goto out;
+    m -= rc;
     /* Everything but the last token (reply feeds it to get the logits). */
-    int rc = 0;
+    rc = 0;
     if (m > 1) {
         st->n_fed = m - 1;
         rc = feed(c, m - 1, NULL);
     }
+    if (!rc) make_template(c);
+out:
     st->prefill_ms = st->total_ms = core_time_ms() - t0;
     if (rc && rc != BANTER_ERR_CANCELLED) set_err(err, err_len, "prefill failed: %s", banter_status_str(rc));
     return rc;
@@ -493,10 +866,14 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
     double t0 = core_time_ms();
     int m = plan(c, msgs, n, true, st, err, err_len);
     if (m < 0) return m;
-    st->n_fed = m;
-    banter_sampler_reset(c->sampler);
     banter_token t = 0;
-    int rc = feed(c, m, &t);
+    int rc = use_template(c, msgs, n, m);
+    if (rc >= 0) {
+        m -= rc;
+        st->n_fed = m;
+        banter_sampler_reset(c->sampler);
+        rc = feed(c, m, &t);
+    }
     st->prefill_ms = core_time_ms() - t0;
     if (rc) {
         if (rc != BANTER_ERR_CANCELLED) set_err(err, err_len, "prefill failed: %s", banter_status_str(rc));
@@ -510,10 +887,7 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
         if (banter_token_is_eog(nat->model, t)) {
             /* The end-of-turn token goes into the cache too: the next turn's render has it right here. */
             if (c->n_cached < n_ctx) {
-                banter_batch_entry e = {t, c->seq, c->n_cached, false};
-                pthread_mutex_lock(&nat->lock);
-                rc = decode(c, &e, 1);
-                pthread_mutex_unlock(&nat->lock);
+                rc = feed_one(c, t, NULL);
                 int len = banter_token_to_piece(nat->model, t, true, piece, sizeof piece);
                 if (len < 0 || len > (int)sizeof piece) len = 0;
                 if (!rc) rc = append_cached(c, t, piece, (size_t)len);
@@ -534,11 +908,8 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
             break;
         }
         if (c->n_cached >= n_ctx) break; /* plan reserved room; this is the context's hard end */
-        banter_batch_entry e = {t, c->seq, c->n_cached, true};
-        pthread_mutex_lock(&nat->lock);
-        rc = decode(c, &e, 1);
-        if (!rc) t = banter_sampler_sample(c->sampler, banter_logits(nat->ctx, 0));
-        pthread_mutex_unlock(&nat->lock);
+        banter_token fed = t;
+        rc = feed_one(c, fed, &t);
         if (rc) break;
         const char *text = piece;
         size_t tl = (size_t)len;
@@ -549,12 +920,14 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
             }
             if (tl > 0) at_start = false;
         }
-        if (append_cached(c, e.token, text, tl)) {
+        if (append_cached(c, fed, text, tl)) {
             rc = BANTER_ERR_NOMEM;
             break;
         }
     }
     if (rc && rc != BANTER_ERR_CANCELLED) set_err(err, err_len, "generation failed: %s", banter_status_str(rc));
+    /* After the reply rather than before it, so that the copy does not delay the first piece. */
+    make_template(c);
     st->total_ms = core_time_ms() - t0;
     return rc;
 }
@@ -611,14 +984,26 @@ int agent_llm_native_open(const char *model_path, int n_ctx, int n_seq, int n_th
     struct native *nat = calloc(1, sizeof *nat);
     if (!nat) return BANTER_ERR_NOMEM;
     pthread_mutex_init(&nat->lock, NULL);
-    pthread_mutex_init(&nat->owner_lock, NULL);
+    pthread_mutex_init(&nat->sched_mu, NULL);
+    pthread_cond_init(&nat->sched_cv, NULL);
+    for (int i = 0; i < N_TMPL; i++) nat->tmpl[i].seq = -1;
+    nat->batching = true;
+    nat->n_seq = n_seq > 0 ? n_seq : 1;
+    int rc = BANTER_ERR_NOMEM;
+    nat->batch = malloc(N_BATCH * sizeof *nat->batch);
+    nat->step = malloc((size_t)nat->n_seq * sizeof *nat->step);
+    if (!nat->batch || !nat->step) goto fail;
     banter_model_config mc = banter_model_config_default();
     mc.n_threads = n_threads;
-    int rc = banter_model_open(model_path, &mc, &nat->model, err, err_len);
+    rc = banter_model_open(model_path, &mc, &nat->model, err, err_len);
     if (rc) goto fail;
     banter_context_config cc = banter_context_config_default();
     cc.n_ctx = n_ctx;
-    cc.n_seq = n_seq > 0 ? n_seq : 1;
+    /* One sequence per conversation, one per template, and one spare so a fork can precede the close of the
+     * sequence it replaces. */
+    cc.n_seq = nat->n_seq + N_TMPL + 1;
+    cc.n_batch = N_BATCH;
+    cc.n_outputs = nat->n_seq; /* a step samples at most one row per conversation */
     cc.n_threads = n_threads;
     rc = banter_context_open(nat->model, &cc, &nat->ctx);
     if (rc) {
@@ -626,21 +1011,52 @@ int agent_llm_native_open(const char *model_path, int n_ctx, int n_seq, int n_th
         goto fail;
     }
     nat->n_ctx = banter_context_n_ctx(nat->ctx);
-    nat->n_seq = cc.n_seq;
-    banter_model_desc md;
-    banter_model_describe(nat->model, &md);
-    nat->bos = md.bos;
-    warm_up(nat);
     banter_model_desc d;
     banter_model_describe(nat->model, &d);
+    nat->bos = d.bos;
+    nat->n_vocab = d.n_vocab;
+    warm_up(nat);
     const char *base = strrchr(model_path, '/');
     base = base ? base + 1 : model_path;
     snprintf(nat->desc, sizeof nat->desc, "%s %s, %d layers x %d wide, %s, context %d (%s)", d.arch,
              d.name && *d.name ? d.name : "model", d.n_layer, d.n_embd, d.weight_type, nat->n_ctx, base);
+    if (pthread_create(&nat->thread, NULL, sched_main, nat)) {
+        set_err(err, err_len, "cannot start the language model's scheduler thread");
+        rc = BANTER_ERR_NOMEM;
+        goto fail;
+    }
+    nat->started = true;
     out->ops = &native_ops;
     out->state = nat;
     return 0;
 fail:
     native_close(nat);
     return rc;
+}
+
+void agent_llm_native_sched_stats(const struct agent_llm *llm, struct agent_sched_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!llm || llm->ops != &native_ops) return;
+    struct native *nat = llm->state;
+    pthread_mutex_lock(&nat->sched_mu);
+    *out = nat->stats;
+    pthread_mutex_unlock(&nat->sched_mu);
+    out->prefix_hits = atomic_load_explicit(&nat->prefix_hits, memory_order_relaxed);
+    out->prefix_misses = atomic_load_explicit(&nat->prefix_misses, memory_order_relaxed);
+}
+
+void agent_llm_native_set_batching(struct agent_llm *llm, bool on)
+{
+    if (!llm || llm->ops != &native_ops) return;
+    struct native *nat = llm->state;
+    pthread_mutex_lock(&nat->sched_mu);
+    nat->batching = on;
+    pthread_mutex_unlock(&nat->sched_mu);
+}
+
+void agent_llm_native_inject_fault(void *conv)
+{
+    struct conv *c = conv;
+    atomic_store_explicit(&c->fault, true, memory_order_release);
 }
