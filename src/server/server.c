@@ -28,6 +28,7 @@
 #include "agent/agent.h"
 #include "audio/audio.h"
 #include "core/core.h"
+#include "server/assets.h"
 #include "server/chat.h"
 #include "server/metrics.h"
 #include "server/multipart.h"
@@ -92,6 +93,7 @@ struct req {
     char *out;         /* [out_len] bytes, malloc'd */
     size_t out_len;
     char allow[32]; /* Allow header for 405 */
+    const struct srv_asset *asset; /* a file of the web page: the body is its static data instead of out */
 
     struct req *next; /* queue or done list link; guarded by srv.lock */
 
@@ -849,6 +851,21 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
         method = "OPTIONS";
     core_debug("serve: %s %s", method, uri);
 
+    /* The web page's files (web/, embedded in the binary) need no API key: a browser cannot send one when it
+     * loads a page, and they hold nothing secret; the page hands ?key= on to the WebSocket itself. */
+    const struct srv_asset *asset = srv_asset_find(uri);
+    if (asset && strcmp(method, "GET")) {
+        snprintf(r->allow, sizeof r->allow, "GET");
+        respond_error(r, 405, "the web page's files are read with GET");
+        return;
+    }
+    if (asset) {
+        r->asset = asset;
+        set_response(r, 200, asset->content_type, NULL, asset->len);
+        respond(r);
+        return;
+    }
+
     const char *allow = "GET";
     if (!strcmp(uri, "/health"))
         r->route = ROUTE_HEALTH;
@@ -947,6 +964,7 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
 /* The route label of r's response in banter_http_requests_total: one of a fixed few. */
 static const char *route_label(const struct req *r)
 {
+    if (r->asset) return "web";
     switch (r->route) {
     case ROUTE_HEALTH: return "/health";
     case ROUTE_MODELS: return "/v1/models";
@@ -1035,6 +1053,12 @@ static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int 
         if (ok && r->status == 503)
             ok = !lws_add_http_header_by_name(
                 wsi, (const unsigned char *)"retry-after:", (const unsigned char *)"1", 1, &p, end);
+        /* The page is revalidated on every load, so a rebuilt server is never answered from a stale cache. */
+        if (ok && r->asset)
+            ok = !lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                              (const unsigned char *)"no-cache", 8, &p, end) &&
+                 !lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
+                                              (const unsigned char *)"nosniff", 7, &p, end);
         if (ok && streaming)
             ok = !lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                               (const unsigned char *)"no-cache", 8, &p, end);
@@ -1059,7 +1083,7 @@ static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int 
         size_t n = r->out_len - r->sent;
         if (n > WRITE_CHUNK) n = WRITE_CHUNK;
         bool last = r->sent + n == r->out_len;
-        memcpy(s->wbuf + LWS_PRE, r->out + r->sent, n);
+        memcpy(s->wbuf + LWS_PRE, (r->asset ? (const char *)r->asset->data : r->out) + r->sent, n);
         if (lws_write(wsi, s->wbuf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n) {
             *close = 1;
             return;
