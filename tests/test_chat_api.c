@@ -630,6 +630,9 @@ static void test_bad_requests(void)
     CHECK(r.body && strstr(r.body, "banter_http_requests_total{route=\"/v1/chat/completions\",code=\"400\"}"));
     CHECK(r.body && strstr(r.body, "\nbanter_llm_generated_tokens_total ") &&
           !strstr(r.body, "\nbanter_llm_generated_tokens_total 0\n"));
+    /* The scheduler's counters come along with a native model. */
+    CHECK(r.body && strstr(r.body, "\nbanter_llm_steps_total ") && !strstr(r.body, "\nbanter_llm_steps_total 0\n"));
+    CHECK(r.body && strstr(r.body, "\nbanter_llm_batch_size_bucket{le=\"+Inf\"} "));
     free(r.body);
 }
 

@@ -146,7 +146,30 @@ static void counter(FILE *f, const char *name, const char *help, uint64_t v)
     fprintf(f, "%s %llu\n", name, (unsigned long long)v);
 }
 
-char *metrics_render(struct metrics *m, size_t *len)
+/* The scheduler's counters. Its batch histogram counts steps by conversations in them in buckets 1, 2, 3-4,
+ * 5-8, 9-16 and 17+, which are exactly le 1, 2, 4, 8, 16 and +Inf. */
+static void render_sched(FILE *f, const struct agent_sched_stats *st)
+{
+    counter(f, "banter_llm_steps_total", "Forward passes of the language model's scheduler.", st->steps);
+    counter(f, "banter_llm_step_tokens_total", "Tokens in those passes (prefill and decode).", st->entries);
+    family(f, "banter_llm_batch_size", "histogram", "Conversations batched into one forward pass.");
+    static const char *const le[AGENT_SCHED_HIST] = {"1", "2", "4", "8", "16", "+Inf"};
+    uint64_t cum = 0;
+    for (int b = 0; b < AGENT_SCHED_HIST; b++) {
+        cum += st->batch_hist[b];
+        fprintf(f, "banter_llm_batch_size_bucket{le=\"%s\"} %llu\n", le[b], (unsigned long long)cum);
+    }
+    fprintf(f, "banter_llm_batch_size_sum %llu\n", (unsigned long long)st->seqs);
+    fprintf(f, "banter_llm_batch_size_count %llu\n", (unsigned long long)cum); /* = +Inf even mid-update */
+    family(f, "banter_llm_busy_seconds_total", "counter", "Seconds the scheduler spent in forward passes.");
+    fprintf(f, "banter_llm_busy_seconds_total %.6f\n", st->busy_ms / 1000.0);
+    counter(f, "banter_llm_prefix_hits_total", "First prompts that reused a shared system-prompt prefix.",
+            st->prefix_hits);
+    counter(f, "banter_llm_prefix_misses_total",
+            "First prompts with a shareable prefix that no cached template held yet.", st->prefix_misses);
+}
+
+char *metrics_render(struct metrics *m, const struct agent_sched_stats *sched, size_t *len)
 {
     char *buf = NULL;
     size_t n = 0;
@@ -201,6 +224,7 @@ char *metrics_render(struct metrics *m, size_t *len)
                 (unsigned long long)m->http[i].n);
 
     pthread_mutex_unlock(&m->lock);
+    if (sched) render_sched(f, sched);
     if (fclose(f) || !buf) {
         free(buf);
         return NULL;

@@ -20,13 +20,17 @@
  * banter_turns_interrupted_total, banter_turns_failed_total, banter_turn_latency_ms{stage} (asr_final,
  * first_token, first_audio = the processing latency, total = endpoint delay + processing),
  * banter_llm_prompt_tokens_total, banter_llm_prefilled_tokens_total, banter_llm_generated_tokens_total
- * (tokens per second is their rate()), banter_errors_total{kind}, banter_http_requests_total{route,code}.
+ * (tokens per second is their rate()), banter_errors_total{kind}, banter_http_requests_total{route,code};
+ * and, given the native backend's scheduler counters, banter_llm_steps_total, banter_llm_step_tokens_total,
+ * banter_llm_batch_size (histogram of conversations per forward pass), banter_llm_busy_seconds_total,
+ * banter_llm_prefix_hits_total and banter_llm_prefix_misses_total.
  *
  * Threads: every function may be called from any thread at any time (one mutex guards the registry).
  */
 #ifndef BANTER_SERVER_METRICS_H
 #define BANTER_SERVER_METRICS_H
 
+#include "agent/agent_llm.h"
 #include "banter.h"
 
 #include <pthread.h>
@@ -87,8 +91,9 @@ void metrics_error(struct metrics *m, const char *kind);
  * ones, or NULL, "other"), status its code (100..599, else 0). */
 void metrics_http(struct metrics *m, const char *route, int status);
 
-/* Renders every family. Returns a malloc'd NUL-terminated text with its length in *len, or NULL when out of
- * memory. */
-char *metrics_render(struct metrics *m, size_t *len);
+/* Renders every family, and the scheduler's when sched is not NULL (a snapshot the caller took with
+ * agent_llm_native_sched_stats). Returns a malloc'd NUL-terminated text with its length in *len, or NULL when
+ * out of memory. */
+char *metrics_render(struct metrics *m, const struct agent_sched_stats *sched, size_t *len);
 
 #endif

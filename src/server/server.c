@@ -919,7 +919,9 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
     if (r->route == ROUTE_METRICS) {
         /* Rendered here: a few kilobytes under one short lock, cheaper than a trip through the workers. */
         size_t len = 0;
-        char *text = metrics_render(&s->metrics, &len);
+        struct agent_sched_stats sched;
+        if (s->llm) agent_llm_native_sched_stats(&s->llm->be, &sched);
+        char *text = metrics_render(&s->metrics, s->llm ? &sched : NULL, &len);
         if (text)
             set_response(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
         else
