@@ -45,6 +45,7 @@ typedef enum banter_status {
     BANTER_ERR_CANCELLED = -7,   /* work was stopped by a callback or a cancel request */
     BANTER_ERR_NOT_FOUND = -8,   /* a named key, tensor or sequence does not exist */
     BANTER_ERR_INTERNAL = -9,    /* a bug in Banter; the message says where */
+    BANTER_ERR_BUSY = -10,       /* the object is doing something that must finish (or be cancelled) first */
 } banter_status;
 
 /* A static English name for a status ("ok", "out of memory", ...). Never NULL. Thread-safe. */
@@ -569,6 +570,12 @@ typedef struct banter_session_config {
     bool no_playout;           /* the application plays the AUDIO events itself and does not take output from
                                   banter_session_process: audio counts as played as soon as it is delivered
                                   (so a barge-in keeps everything synthesized so far) */
+    bool manual_turns;         /* no voice activity detection: all input is the user's turn until
+                                  banter_session_commit (push-to-talk, or a client that detects turns itself) */
+    bool no_auto_reply;        /* a finished user turn becomes a message but is not answered until
+                                  banter_session_respond (no speculative reply either) */
+    bool text_only;            /* replies are text only (REPLY_TEXT events, no synthesis; banter_session_respond
+                                  chooses per reply) */
 } banter_session_config;
 
 BANTER_API banter_session_config banter_session_config_default(void);
@@ -596,6 +603,40 @@ BANTER_API banter_status banter_session_send_text(banter_session *s, const char 
 /* Stops the reply in progress as a barge-in would (the message is cut to what was played). No effect when
  * idle. */
 BANTER_API void banter_session_interrupt(banter_session *s);
+
+/* Changes the settings of an open session: system_prompt (replaces the system message; the KV cache keeps
+ * what still matches), tts (from the next reply), end_silence_ms, speculate_ms, no_barge_in, apology,
+ * manual_turns, no_auto_reply and text_only. sampler, max_reply_tokens and no_playout keep their values from open. Call it
+ * from the thread that calls banter_session_process. Returns BANTER_ERR_INVALID_ARG (nothing changed) for
+ * settings out of range or a voice that does not exist, with a message in err. */
+BANTER_API banter_status banter_session_update(banter_session *s, const banter_session_config *cfg, char *err,
+                                               size_t err_len);
+
+/* Ends the user's turn now, as the endpoint would: the audio since the turn began (with manual_turns, all input
+ * since the last commit or clear) is transcribed into a user message (USER_TEXT) and answered unless
+ * no_auto_reply. BANTER_ERR_NOT_FOUND when there is no speech to commit (nothing was recognized: NO_TURN). Call
+ * it from the thread that calls banter_session_process. */
+BANTER_API banter_status banter_session_commit(banter_session *s);
+
+/* Drops the user's turn in progress (its audio is forgotten). Same thread as banter_session_process. */
+BANTER_API void banter_session_clear_input(banter_session *s);
+
+/* Appends a message to the history without answering it. role is "user" or "assistant". BANTER_ERR_BUSY while
+ * a reply is being generated; BANTER_ERR_INVALID_ARG for another role, or empty or oversized text (64 KiB).
+ * Thread-safe. */
+BANTER_API banter_status banter_session_add_message(banter_session *s, const char *role, const char *text);
+
+/* Answers the history as it stands (after banter_session_add_message, or a turn taken with no_auto_reply); with
+ * audio false the reply is text only (REPLY_TEXT events, no synthesis). BANTER_ERR_BUSY when a reply is already
+ * being generated; BANTER_ERR_INVALID_ARG when the history does not end with a user message. Thread-safe. */
+BANTER_API banter_status banter_session_respond(banter_session *s, bool audio);
+
+/* The listener heard only the first `played` samples (16 kHz) of the last reply's audio: its message (and the
+ * language model's cache) is cut to the words heard by then, as at a barge-in. A reply still in progress is
+ * stopped first. Returns BANTER_ERR_NOT_FOUND when the history does not end with an assistant reply made by
+ * this session (or it was already cut), and writes the length of the reply's audio in samples to
+ * *reply_samples when not NULL (also on BANTER_OK). Thread-safe. */
+BANTER_API banter_status banter_session_truncate(banter_session *s, size_t played, size_t *reply_samples);
 
 BANTER_API banter_session_state banter_session_get_state(const banter_session *s);
 

@@ -57,7 +57,8 @@
 /* The reply's clauses: the first one short (it decides the time to first audio), the rest natural. */
 static const struct tts_chunker_config REPLY_CHUNKS = {.first_max_words = 5, .first_max_bytes = 40};
 
-enum job_kind { JOB_NONE = 0, JOB_SPECULATE, JOB_REPLY };
+/* JOB_MESSAGE appends a user message without answering it (no_auto_reply), after the job before it. */
+enum job_kind { JOB_NONE = 0, JOB_SPECULATE, JOB_REPLY, JOB_MESSAGE };
 
 struct msg {
     const char *role; /* static string */
@@ -67,7 +68,8 @@ struct msg {
 /* A turn waiting for the worker, with what the caller's thread measured. */
 struct job {
     enum job_kind kind;
-    char *text;
+    char *text;        /* the user's new message; NULL for a REPLY that answers the history as it stands */
+    bool text_only;    /* no synthesis: the reply is text only */
     double t_endpoint; /* wall ms when the endpoint was decided (or the text arrived) */
     double cpu_endpoint;
     banter_turn_stats stats;
@@ -95,6 +97,8 @@ struct banter_session {
     banter_session_config cfg;
     char *system_prompt;
     char *apology;
+    char *tts_engine, *tts_voice; /* the voice's settings as given (NULL = default), to tell a change */
+    int tts_rate, tts_pitch;
 
     /* The caller's thread only. */
     float frame[AUDIO_FRAME];
@@ -125,7 +129,16 @@ struct banter_session {
     int turn;
     unsigned gen;           /* reply generation: audio of an older reply is dropped */
     bool barged;            /* the current reply was interrupted */
-    size_t barge_played;    /* its samples played at that moment */
+    size_t barge_played;    /* its samples played at that moment (or as a truncate says) */
+    bool text_only;         /* the current reply is not synthesized */
+    bool msg_final;         /* the current reply's assistant message is in the history */
+    double t_first_audio;   /* wall ms when the current reply's first audio was delivered (0 before) */
+    bool has_reply;         /* reply, spans and reply_pos describe the last reply, whose message may be cut */
+    size_t reply_pos;       /* where that reply's assistant message is (or would be, when nothing was heard) */
+    bool need_sync;         /* the history was cut while the worker was busy: sync the cache after its job */
+    char **retired;         /* message texts replaced while a job's history view may still point at them */
+    size_t n_retired, cap_retired;
+    banter_tts *next_tts;   /* a new voice from banter_session_update, taken at the next reply */
     char *reply;            /* the current reply's text */
     size_t reply_len, reply_cap;
     struct agent_span *spans;
@@ -143,6 +156,9 @@ struct banter_session {
     const char *spec_text;  /* the transcript it answers (the worker's job text, valid while held) */
     int n_submitted;        /* clauses handed to the synthesizer for the current reply */
     int cached_tokens;      /* the backend's cache length after the last job */
+    int vad_silence_ms;     /* caller's thread: a new end_silence_ms for the VAD, applied outside speech (0 =
+                               none pending) */
+    bool clip_warned;       /* caller's thread: a manual turn reached MAX_UTTERANCE_S */
     atomic_bool cancel;     /* the current reply must stop */
 };
 
@@ -319,6 +335,7 @@ static int on_audio(const float *samples, size_t n, const banter_tts_chunk *chun
     if (n > 0) {
         if (s->cfg.no_playout && !s->held) s->played += n;
         if (!s->held) {
+            if (s->t_first_audio == 0) s->t_first_audio = core_time_ms();
             if (s->reply_samples == 0 && s->cur) {
                 s->cur->first_audio_ms = core_time_ms() - s->t_endpoint;
                 set_state(s, BANTER_STATE_SPEAKING);
@@ -396,15 +413,27 @@ static void stop_reply(banter_session *s)
     s->q_head = s->q_len = 0;
 }
 
-/* A barge-in (lock held): only while a reply is active. */
-static void barge_in(banter_session *s)
+/* How much of the current reply's audio has been heard by now (lock held). With no_playout the application
+ * plays the audio as it is delivered, at the pace of real time from the first sample: what was heard is the
+ * smaller of what was delivered and what real time allows since then. */
+static size_t heard_samples(const banter_session *s)
 {
-    if (!s->reply_active || s->barged) return;
+    if (!s->cfg.no_playout) return s->played;
+    if (s->t_first_audio <= 0) return 0;
+    double elapsed = (core_time_ms() - s->t_first_audio) * AUDIO_RATE / 1000.0;
+    return elapsed < (double)s->played ? (size_t)elapsed : s->played;
+}
+
+/* A barge-in (lock held): only while a reply is active and its message is not final. played: the samples the
+ * listener heard (as far as the session knows, or as the application says). */
+static void barge_in_at(banter_session *s, size_t played)
+{
+    if (!s->reply_active || s->barged || s->msg_final) return;
     s->barged = true;
-    s->barge_played = s->played;
+    s->barge_played = played;
     stop_reply(s);
     s->llm->be.ops->cancel(s->conv);
-    size_t heard = agent_heard_len(s->reply, s->reply_len, s->spans, s->n_spans, s->played);
+    size_t heard = agent_heard_len(s->reply, s->reply_len, s->spans, s->n_spans, played);
     char *h = core_malloc(heard + 1);
     if (h) {
         if (heard) memcpy(h, s->reply, heard);
@@ -413,6 +442,25 @@ static void barge_in(banter_session *s)
     emit_text(s, BANTER_EVENT_BARGE_IN, h ? h : "");
     core_free(h);
     pthread_cond_broadcast(&s->cond);
+}
+
+static void barge_in(banter_session *s)
+{
+    barge_in_at(s, heard_samples(s));
+}
+
+static int recut(banter_session *s, size_t played, size_t *cut_len);
+
+/* Speech while the application may still be playing a reply whose message is final (no_playout: the audio was
+ * all delivered, but real time says it is not all heard yet): the message is cut as at a barge-in (lock held). */
+static void barge_in_final(banter_session *s)
+{
+    if (!s->cfg.no_playout || !s->has_reply || s->reply_active) return;
+    size_t heard = heard_samples(s);
+    size_t len;
+    if (heard >= s->played || recut(s, heard, &len) || len == SIZE_MAX) return;
+    const char *text = len ? s->msgs[s->reply_pos].content : "";
+    emit_text(s, BANTER_EVENT_BARGE_IN, text);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -468,7 +516,9 @@ static int on_piece(const char *piece, size_t len, void *user)
     s->reply_len += len;
     s->reply[s->reply_len] = 0;
     if (!s->held) emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply + s->reply_len - len);
+    bool text_only = s->text_only;
     pthread_mutex_unlock(&s->lock);
+    if (text_only) return 1;
     return tts_chunker_feed(&rc->chunker, piece, len, on_chunk, rc) == 0;
 }
 
@@ -476,6 +526,7 @@ static int on_piece(const char *piece, size_t len, void *user)
 static void speak_text(banter_session *s, struct reply_ctx *rc, const char *text)
 {
     pthread_mutex_lock(&s->lock);
+    if (!text) text = s->apology; /* read under the lock: banter_session_update may replace it */
     s->reply_len = 0;
     s->n_spans = 0;
     void *p = s->reply;
@@ -506,9 +557,16 @@ static banter_chat_message *begin_reply(banter_session *s, struct job *j, size_t
         j->t_endpoint = core_time_ms();
     } else {
         st->turn = ++s->turn;
-        *rc = push_msg(s, "user", j->text, strlen(j->text));
+        if (j->text) *rc = push_msg(s, "user", j->text, strlen(j->text));
         s->reply_active = true;
     }
+    /* The texts earlier jobs' views pointed at are no longer used by anyone. */
+    for (size_t i = 0; i < s->n_retired; i++) core_free(s->retired[i]);
+    s->n_retired = 0;
+    s->text_only = j->text_only;
+    s->msg_final = false;
+    s->has_reply = false;
+    s->t_first_audio = 0;
     s->n_submitted = 0;
     s->gen++;
     s->barged = false;
@@ -542,7 +600,7 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
     core_free(v);
     if (ctx.rc) rc = ctx.rc;
     bool cancelled = atomic_load(&s->cancel);
-    if (!rc && !cancelled) {
+    if (!rc && !cancelled && !s->text_only) {
         if (tts_chunker_flush(&ctx.chunker, on_chunk, &ctx) == 0 && ctx.rc) rc = ctx.rc;
     }
     st->n_prompt = ls.n_prompt;
@@ -595,7 +653,7 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
         s->played = 0;
         bool stopping = s->stop;
         pthread_mutex_unlock(&s->lock);
-        if (!barged && !stopping) speak_text(s, &ctx, s->apology);
+        if (!barged && !stopping && !s->text_only) speak_text(s, &ctx, NULL);
     }
     char terr[256] = "";
     int trc = wait_clauses(s, terr, sizeof terr);
@@ -622,7 +680,10 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
     }
     size_t start = 0;
     while (start < heard_len && (s->reply[start] == ' ' || s->reply[start] == '\n')) start++;
+    s->reply_pos = s->n_msgs;
     if (!st->failed && heard_len > start) push_msg(s, "assistant", s->reply + start, heard_len - start);
+    s->msg_final = true;
+    s->has_reply = !st->failed;
     bool cut = barged || st->failed || rc == BANTER_ERR_CANCELLED;
     /* From here a barge-in has nothing left to stop (unless the cache must still be cut to the message). */
     if (!cut) s->reply_active = false;
@@ -666,13 +727,36 @@ static void *worker_main(void *arg)
         if (s->stop) break;
         struct job j = s->pending;
         memset(&s->pending, 0, sizeof s->pending);
+        if (j.kind == JOB_MESSAGE) {
+            if (push_msg(s, "user", j.text, strlen(j.text)))
+                emit_error(s, BANTER_ERR_NOMEM, "out of memory adding a message");
+            core_free(j.text);
+            pthread_cond_broadcast(&s->cond);
+            continue;
+        }
         s->busy = true;
+        /* A new voice from banter_session_update: no clause of the old one is in flight between jobs. */
+        banter_tts *old_tts = NULL;
+        if (s->next_tts) {
+            old_tts = s->tts;
+            s->tts = s->next_tts;
+            s->next_tts = NULL;
+        }
         size_t n = 0;
         int rc = 0;
         banter_chat_message *v = begin_reply(s, &j, &n, &rc);
         pthread_mutex_unlock(&s->lock);
+        banter_tts_close(old_tts);
         run_reply(s, &j, v, n, rc);
         core_free(j.text);
+        pthread_mutex_lock(&s->lock);
+        bool resync = s->need_sync;
+        s->need_sync = false;
+        v = resync ? history_view(s, NULL, &n) : NULL;
+        pthread_mutex_unlock(&s->lock);
+        /* The history was cut (banter_session_truncate) while this job ran: the cache follows. */
+        if (v) s->llm->be.ops->sync(s->conv, v, n);
+        core_free(v);
         int cached = s->llm->be.ops->cached(s->conv);
         pthread_mutex_lock(&s->lock);
         s->busy = false;
@@ -688,9 +772,13 @@ static void post(banter_session *s, enum job_kind kind, const char *text, const 
                  double t_endpoint)
 {
     if (kind == JOB_SPECULATE && s->pending.kind == JOB_REPLY) return;
+    /* A message added while a reply waits joins that reply, which then answers it too. */
+    bool keep_reply = kind == JOB_MESSAGE && s->pending.kind == JOB_REPLY;
+    bool text_only = keep_reply ? s->pending.text_only : s->cfg.text_only;
+    if (keep_reply) kind = JOB_REPLY;
     char *t;
-    if (kind == JOB_REPLY && s->pending.kind == JOB_REPLY) {
-        /* A second turn before the first was taken up: answer both as one. */
+    if (kind != JOB_SPECULATE && s->pending.kind != JOB_SPECULATE && s->pending.text) {
+        /* A second turn before the first was taken up: answer (or add) both as one. */
         size_t a = strlen(s->pending.text), b = strlen(text);
         t = core_malloc(a + b + 2);
         if (t) {
@@ -709,6 +797,7 @@ static void post(banter_session *s, enum job_kind kind, const char *text, const 
     memset(&s->pending, 0, sizeof s->pending);
     s->pending.kind = kind;
     s->pending.text = t;
+    s->pending.text_only = text_only;
     if (stats) s->pending.stats = *stats;
     s->pending.t_endpoint = t_endpoint;
     s->pending.cpu_endpoint = cpu_ms();
@@ -756,6 +845,7 @@ static void spec_confirm(banter_session *s, const banter_turn_stats *ep, double 
     for (struct tts_req *r = s->reqs; r; r = r->next) emit_text(s, BANTER_EVENT_REPLY_CHUNK, r->job.text);
     if (s->q_len > s->q_head) {
         if (st) st->first_audio_ms = core_time_ms() - t_endpoint;
+        s->t_first_audio = core_time_ms();
         set_state(s, BANTER_STATE_SPEAKING);
         banter_event ev = {.type = BANTER_EVENT_AUDIO, .samples = s->queue + s->q_head,
                            .n_samples = s->q_len - s->q_head};
@@ -772,8 +862,22 @@ static void spec_confirm(banter_session *s, const banter_turn_stats *ep, double 
  * The caller's thread: audio in, turn-taking, audio out.
  */
 
-static void end_utterance(banter_session *s, const struct vad_event *ev, bool forced)
+/* Adds the user's message without answering it (no_auto_reply; lock held): at once when the worker is idle, else
+ * after the job it runs (whose reply message comes first). */
+static void add_user_message(banter_session *s, const char *text)
 {
+    if (!s->busy && s->pending.kind == JOB_NONE) {
+        if (push_msg(s, "user", text, strlen(text))) emit_error(s, BANTER_ERR_NOMEM, "out of memory adding a message");
+        return;
+    }
+    if (s->pending.kind == JOB_SPECULATE) spec_reject(s);
+    post(s, JOB_MESSAGE, text, NULL, 0);
+}
+
+/* Ends the utterance in progress; returns true when it became a user turn. */
+static bool end_utterance(banter_session *s, const struct vad_event *ev, bool forced)
+{
+    bool took = false;
     s->in_utt = false;
     const char *text = NULL;
     struct asr_timing at;
@@ -796,8 +900,13 @@ static void end_utterance(banter_session *s, const struct vad_event *ev, bool fo
         st.endpoint_delay_ms = (double)(st.endpoint_pos - st.speech_end_pos) * 1000.0 / AUDIO_RATE;
         st.asr_final_ms = core_time_ms() - t_endpoint;
         emit_text(s, BANTER_EVENT_USER_TEXT, text);
+        took = true;
         if (s->reply_active) barge_in(s);
-        if (s->held && s->spec_text && !atomic_load(&s->cancel) && !strcmp(s->spec_text, text)) {
+        if (s->cfg.no_auto_reply) {
+            spec_reject(s);
+            add_user_message(s, text);
+            if (s->state == BANTER_STATE_USER_SPEAKING) set_state(s, BANTER_STATE_LISTENING);
+        } else if (s->held && s->spec_text && !atomic_load(&s->cancel) && !strcmp(s->spec_text, text)) {
             spec_confirm(s, &st, t_endpoint);
         } else {
             spec_reject(s);
@@ -806,6 +915,7 @@ static void end_utterance(banter_session *s, const struct vad_event *ev, bool fo
         }
     }
     pthread_mutex_unlock(&s->lock);
+    return took;
 }
 
 static void on_frame(banter_session *s, const float *frame)
@@ -822,6 +932,7 @@ static void on_frame(banter_session *s, const float *frame)
             s->ignoring = true;
         } else {
             if (active) barge_in(s);
+            else if (!s->cfg.no_barge_in) barge_in_final(s);
             set_state(s, BANTER_STATE_USER_SPEAKING);
         }
         pthread_mutex_unlock(&s->lock);
@@ -879,7 +990,7 @@ static void on_frame(banter_session *s, const float *frame)
     bool pause = ev.prob < vc->stay_prob;
     s->silence_frames = pause ? s->silence_frames + 1 : 0;
     if (!pause) s->speculated = false;
-    bool want_spec = s->cfg.speculate_ms > 0 && !s->speculated &&
+    bool want_spec = s->cfg.speculate_ms > 0 && !s->cfg.no_auto_reply && !s->speculated &&
                      s->silence_frames * (AUDIO_FRAME * 1000 / AUDIO_RATE) >= s->cfg.speculate_ms;
     if (now - s->t_partial >= PARTIAL_EVERY_MS || want_spec) {
         const char *p = asr_stream_partial(s->asr);
@@ -901,6 +1012,72 @@ static void on_frame(banter_session *s, const float *frame)
     }
 }
 
+/* manual_turns: every frame is the user's turn until banter_session_commit (or clear). */
+static void on_frame_manual(banter_session *s, const float *frame)
+{
+    if (!s->in_utt) {
+        int rc = asr_stream_begin(s->asr);
+        if (rc) {
+            pthread_mutex_lock(&s->lock);
+            emit_error(s, (banter_status)rc, asr_stream_error(s->asr));
+            pthread_mutex_unlock(&s->lock);
+            return;
+        }
+        s->in_utt = true;
+        s->utt_samples = 0;
+        s->clip_warned = false;
+        s->t_partial = core_time_ms();
+        s->last_partial[0] = 0;
+    }
+    if (s->utt_samples >= (int64_t)MAX_UTTERANCE_S * AUDIO_RATE) {
+        if (!s->clip_warned) core_warn("session: a turn reached %d s without a commit; the rest of its audio is "
+                                       "ignored", MAX_UTTERANCE_S);
+        s->clip_warned = true;
+        return;
+    }
+    int rc = asr_stream_feed(s->asr, frame, AUDIO_FRAME);
+    if (rc) {
+        pthread_mutex_lock(&s->lock);
+        emit_error(s, (banter_status)rc, asr_stream_error(s->asr));
+        pthread_mutex_unlock(&s->lock);
+        const char *text;
+        struct asr_timing at;
+        asr_stream_end(s->asr, &text, &at);
+        s->in_utt = false;
+        return;
+    }
+    s->utt_samples += AUDIO_FRAME;
+    double now = core_time_ms();
+    if (now - s->t_partial >= PARTIAL_EVERY_MS) {
+        const char *p = asr_stream_partial(s->asr);
+        s->t_partial = now;
+        pthread_mutex_lock(&s->lock);
+        if (p && *p && strncmp(p, s->last_partial, sizeof s->last_partial - 1)) {
+            core_errf(s->last_partial, sizeof s->last_partial, "%s", p);
+            emit_text(s, BANTER_EVENT_PARTIAL, p);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* A new end_silence_ms from banter_session_update takes effect between utterances: the VAD is reopened with it. */
+static void apply_vad_silence(banter_session *s)
+{
+    struct vad_config vc = *vad_get_config(s->vad);
+    vc.end_silence_ms = s->vad_silence_ms;
+    struct vad *v = vad_open(&vc);
+    float *scratch = v ? core_malloc(vad_recent_capacity(v) * sizeof *scratch) : NULL;
+    if (!scratch) {
+        vad_close(v);
+        return; /* tried again at the next call */
+    }
+    vad_close(s->vad);
+    core_free(s->scratch);
+    s->vad = v;
+    s->scratch = scratch;
+    s->vad_silence_ms = 0;
+}
+
 BANTER_API banter_status banter_session_process(banter_session *s, const float *in, float *out, size_t n)
 {
     if (!s) return BANTER_ERR_INVALID_ARG;
@@ -908,6 +1085,8 @@ BANTER_API banter_status banter_session_process(banter_session *s, const float *
         core_warn("session: process called with %zu samples; at most %d (1 s) per call", n, AUDIO_RATE);
         return BANTER_ERR_INVALID_ARG;
     }
+    if (s->vad_silence_ms && !s->in_utt && !s->ignoring) apply_vad_silence(s);
+    bool manual = s->cfg.manual_turns;
     for (size_t i = 0; i < n; i++) {
         float x = in ? in[i] : 0.0f;
         /* Bad samples (NaN, infinities, out of range) are clipped rather than trusted. */
@@ -916,7 +1095,8 @@ BANTER_API banter_status banter_session_process(banter_session *s, const float *
         if (x < -1.0f) x = -1.0f;
         s->frame[s->n_frame++] = x;
         if (s->n_frame == AUDIO_FRAME) {
-            on_frame(s, s->frame);
+            if (manual) on_frame_manual(s, s->frame);
+            else on_frame(s, s->frame);
             s->n_frame = 0;
         }
     }
@@ -1027,6 +1207,13 @@ BANTER_API banter_status banter_session_open(banter_llm *llm, banter_asr *asr, c
     }
     rc = banter_tts_open(&c.tts, &s->tts, err, err_len);
     if (rc) goto fail;
+    s->tts_rate = c.tts.rate;
+    s->tts_pitch = c.tts.pitch;
+    if ((c.tts.engine && !(s->tts_engine = core_strdup(c.tts.engine))) ||
+        (c.tts.voice && !(s->tts_voice = core_strdup(c.tts.voice)))) {
+        rc = BANTER_ERR_NOMEM;
+        goto fail;
+    }
     if (pthread_create(&s->worker, NULL, worker_main, s)) {
         rc = BANTER_ERR_NOMEM;
         core_errf(err, err_len, "cannot start the session's thread");
@@ -1069,6 +1256,11 @@ BANTER_API void banter_session_close(banter_session *s)
     core_free(s->scratch);
     core_free(s->system_prompt);
     core_free(s->apology);
+    core_free(s->tts_engine);
+    core_free(s->tts_voice);
+    banter_tts_close(s->next_tts);
+    for (size_t i = 0; i < s->n_retired; i++) core_free(s->retired[i]);
+    core_free(s->retired);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     core_free(s);
@@ -1101,6 +1293,299 @@ BANTER_API void banter_session_interrupt(banter_session *s)
     pthread_mutex_lock(&s->lock);
     barge_in(s);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Keeps a message text that a job's history view may still point at until the next job (lock held). Never
+ * fails: room was made beforehand (reserve_retired). */
+static void retire(banter_session *s, char *text)
+{
+    BANTER_ASSERT(s->n_retired < s->cap_retired);
+    s->retired[s->n_retired++] = text;
+}
+
+static int reserve_retired(banter_session *s, size_t n)
+{
+    void *p = s->retired;
+    if (grow(&p, &s->cap_retired, s->n_retired + n, sizeof *s->retired)) return BANTER_ERR_NOMEM;
+    s->retired = p;
+    return 0;
+}
+
+/* Cuts the last reply's message, already in the history, to what `played` samples of its audio speak, and the
+ * cache with it (lock held). Only ever cuts: what was dropped from the cache stays dropped. *cut_len (when not
+ * NULL) receives the message's new length, or SIZE_MAX when nothing changed. BANTER_ERR_NOT_FOUND when the
+ * history does not end with that reply. */
+static int recut(banter_session *s, size_t played, size_t *cut_len)
+{
+    if (cut_len) *cut_len = SIZE_MAX;
+    bool has_msg = s->reply_pos + 1 == s->n_msgs && !strcmp(s->msgs[s->reply_pos].role, "assistant");
+    if (!s->has_reply || (!has_msg && s->reply_pos != s->n_msgs)) return BANTER_ERR_NOT_FOUND;
+    size_t heard = agent_heard_len(s->reply, s->reply_len, s->spans, s->n_spans, played);
+    size_t start = 0;
+    while (start < heard && (s->reply[start] == ' ' || s->reply[start] == '\n')) start++;
+    size_t now_len = has_msg ? strlen(s->msgs[s->reply_pos].content) : 0;
+    if (heard - start >= now_len) return BANTER_OK;
+    char *cut = heard > start ? core_malloc(heard - start + 1) : NULL;
+    if ((heard > start && !cut) || reserve_retired(s, 1)) {
+        core_free(cut);
+        return BANTER_ERR_NOMEM;
+    }
+    retire(s, s->msgs[s->reply_pos].content);
+    if (cut) {
+        memcpy(cut, s->reply + start, heard - start);
+        cut[heard - start] = 0;
+        s->msgs[s->reply_pos].content = cut;
+    } else {
+        s->n_msgs--;
+    }
+    if (cut_len) *cut_len = heard - start;
+    if (!s->busy && s->pending.kind == JOB_NONE) {
+        /* The worker is idle, and cannot take a job while the lock is held: cut the cache now. */
+        size_t n = 0;
+        banter_chat_message *v = history_view(s, NULL, &n);
+        if (v) s->llm->be.ops->sync(s->conv, v, n);
+        core_free(v);
+        s->cached_tokens = s->llm->be.ops->cached(s->conv);
+    } else {
+        s->need_sync = true;
+    }
+    return BANTER_OK;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Puts sys (owned; "" = none) in place of the history's system message (lock held, two retired slots
+ * reserved). */
+static int replace_system(banter_session *s, char *sys)
+{
+    bool has = s->n_msgs > 0 && !strcmp(s->msgs[0].role, "system");
+    if (has && *sys) {
+        retire(s, s->msgs[0].content);
+        s->msgs[0].content = sys;
+        return 0;
+    }
+    if (has) {
+        retire(s, s->msgs[0].content);
+        retire(s, sys);
+        memmove(s->msgs, s->msgs + 1, (s->n_msgs - 1) * sizeof *s->msgs);
+        s->n_msgs--;
+        if (s->reply_pos > 0) s->reply_pos--;
+        return 0;
+    }
+    if (!*sys) {
+        retire(s, sys);
+        return 0;
+    }
+    void *p = s->msgs;
+    if (grow(&p, &s->cap_msgs, s->n_msgs + 1, sizeof *s->msgs)) return BANTER_ERR_NOMEM;
+    s->msgs = p;
+    memmove(s->msgs + 1, s->msgs, s->n_msgs * sizeof *s->msgs);
+    s->msgs[0].role = "system";
+    s->msgs[0].content = sys;
+    s->n_msgs++;
+    s->reply_pos++;
+    return 0;
+}
+
+BANTER_API banter_status banter_session_update(banter_session *s, const banter_session_config *cfg, char *err,
+                                               size_t err_len)
+{
+    if (!s || !cfg) return BANTER_ERR_INVALID_ARG;
+    banter_session_config d = banter_session_config_default();
+    int end_silence = cfg->end_silence_ms ? cfg->end_silence_ms : d.end_silence_ms;
+    int speculate = cfg->speculate_ms ? cfg->speculate_ms : d.speculate_ms;
+    if (end_silence < 100 || end_silence > 10000) {
+        core_errf(err, err_len, "invalid session settings: end_silence_ms must be 100-10000");
+        return BANTER_ERR_INVALID_ARG;
+    }
+    const banter_tts_config *tc = &cfg->tts;
+    banter_tts *tts = NULL;
+    char *engine = NULL, *voice = NULL, *sys = NULL, *apology = NULL;
+    int rc = BANTER_ERR_NOMEM;
+    bool new_voice = !same_str(tc->engine, s->tts_engine) || !same_str(tc->voice, s->tts_voice) ||
+                     tc->rate != s->tts_rate || tc->pitch != s->tts_pitch;
+    if (new_voice) {
+        rc = banter_tts_open(tc, &tts, err, err_len);
+        if (rc) return BANTER_ERR_INVALID_ARG;
+        rc = BANTER_ERR_NOMEM;
+        if ((tc->engine && !(engine = core_strdup(tc->engine))) || (tc->voice && !(voice = core_strdup(tc->voice))))
+            goto fail;
+    }
+    const char *want_sys = cfg->system_prompt ? cfg->system_prompt : DEFAULT_SYSTEM_PROMPT;
+    if (strcmp(want_sys, s->system_prompt) && !(sys = core_strdup(want_sys))) goto fail;
+    const char *want_apology = cfg->apology ? cfg->apology : DEFAULT_APOLOGY;
+    if (strcmp(want_apology, s->apology) && !(apology = core_strdup(want_apology))) goto fail;
+    char *sys_copy = sys ? core_strdup(sys) : NULL;
+    if (sys && !sys_copy) goto fail;
+
+    pthread_mutex_lock(&s->lock);
+    if (reserve_retired(s, 3)) {
+        pthread_mutex_unlock(&s->lock);
+        core_free(sys_copy);
+        goto fail;
+    }
+    if (sys && replace_system(s, sys_copy)) {
+        pthread_mutex_unlock(&s->lock);
+        core_free(sys_copy);
+        goto fail;
+    }
+    if (sys) {
+        core_free(s->system_prompt);
+        s->system_prompt = sys;
+        sys = NULL;
+    }
+    if (apology) {
+        retire(s, s->apology);
+        s->apology = apology;
+        apology = NULL;
+    }
+    banter_tts *old_next = NULL;
+    if (tts) {
+        old_next = s->next_tts;
+        s->next_tts = tts;
+        tts = NULL;
+        core_free(s->tts_engine);
+        core_free(s->tts_voice);
+        s->tts_engine = engine;
+        s->tts_voice = voice;
+        engine = voice = NULL;
+        s->tts_rate = tc->rate;
+        s->tts_pitch = tc->pitch;
+    }
+    bool mode_change = s->cfg.manual_turns != cfg->manual_turns;
+    s->cfg.end_silence_ms = end_silence;
+    s->cfg.speculate_ms = speculate;
+    s->cfg.no_barge_in = cfg->no_barge_in;
+    s->cfg.manual_turns = cfg->manual_turns;
+    s->cfg.no_auto_reply = cfg->no_auto_reply;
+    s->cfg.text_only = cfg->text_only;
+    if (cfg->no_auto_reply) spec_reject(s);
+    pthread_mutex_unlock(&s->lock);
+    banter_tts_close(old_next);
+    if (end_silence != vad_get_config(s->vad)->end_silence_ms) s->vad_silence_ms = end_silence;
+    if (mode_change) {
+        banter_session_clear_input(s);
+        vad_reset(s->vad);
+        s->ignoring = false;
+    }
+    return BANTER_OK;
+fail:
+    banter_tts_close(tts);
+    core_free(engine);
+    core_free(voice);
+    core_free(sys);
+    core_free(apology);
+    core_errf(err, err_len, "out of memory");
+    return (banter_status)rc;
+}
+
+BANTER_API banter_status banter_session_commit(banter_session *s)
+{
+    if (!s) return BANTER_ERR_INVALID_ARG;
+    if (!s->in_utt) return BANTER_ERR_NOT_FOUND;
+    pthread_mutex_lock(&s->lock);
+    int64_t pos = s->in_pos + (int64_t)s->n_frame;
+    pthread_mutex_unlock(&s->lock);
+    struct vad_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.end = ev.frame_end = pos;
+    bool took = end_utterance(s, &ev, true);
+    /* With the VAD, the rest of this speech is not a new turn: it is ignored until the VAD ends it. */
+    if (!s->cfg.manual_turns) s->ignoring = true;
+    return took ? BANTER_OK : BANTER_ERR_NOT_FOUND;
+}
+
+BANTER_API void banter_session_clear_input(banter_session *s)
+{
+    if (!s) return;
+    if (s->in_utt) {
+        const char *text;
+        struct asr_timing at;
+        asr_stream_end(s->asr, &text, &at);
+        s->in_utt = false;
+        if (!s->cfg.manual_turns) s->ignoring = true;
+    }
+    s->n_frame = 0;
+    pthread_mutex_lock(&s->lock);
+    spec_reject(s);
+    if (s->state == BANTER_STATE_USER_SPEAKING) set_state(s, BANTER_STATE_LISTENING);
+    pthread_mutex_unlock(&s->lock);
+}
+
+BANTER_API banter_status banter_session_add_message(banter_session *s, const char *role, const char *text)
+{
+    if (!s || !role || !text) return BANTER_ERR_INVALID_ARG;
+    const char *r = !strcmp(role, "user") ? "user" : !strcmp(role, "assistant") ? "assistant" : NULL;
+    size_t len = strlen(text);
+    if (!r || len == 0 || len > 65536) return BANTER_ERR_INVALID_ARG;
+    pthread_mutex_lock(&s->lock);
+    spec_reject(s);
+    /* A reply that is ending (its message is in, the cache being cut) or a message waiting for the worker
+     * comes first: they are short. */
+    while (!s->stop && !s->reply_active && s->pending.kind != JOB_REPLY &&
+           (s->busy || s->pending.kind != JOB_NONE))
+        pthread_cond_wait(&s->cond, &s->lock);
+    int rc = BANTER_OK;
+    if (s->reply_active || s->pending.kind == JOB_REPLY) rc = BANTER_ERR_BUSY;
+    else if (s->stop) rc = BANTER_ERR_CANCELLED;
+    else rc = push_msg(s, r, text, len);
+    if (!rc) s->has_reply = false; /* the history no longer ends with the last reply */
+    pthread_mutex_unlock(&s->lock);
+    return (banter_status)rc;
+}
+
+BANTER_API banter_status banter_session_respond(banter_session *s, bool audio)
+{
+    if (!s) return BANTER_ERR_INVALID_ARG;
+    pthread_mutex_lock(&s->lock);
+    int rc = BANTER_OK;
+    if (s->reply_active || s->pending.kind == JOB_REPLY) {
+        rc = BANTER_ERR_BUSY;
+    } else if (s->pending.kind == JOB_MESSAGE) {
+        /* The user's turn waits for the worker: it is answered as it is added. */
+        s->pending.kind = JOB_REPLY;
+    } else {
+        spec_reject(s);
+        if (s->n_msgs == 0 || strcmp(s->msgs[s->n_msgs - 1].role, "user")) {
+            rc = BANTER_ERR_INVALID_ARG;
+        } else {
+            memset(&s->pending, 0, sizeof s->pending);
+            s->pending.kind = JOB_REPLY;
+        }
+    }
+    if (!rc) {
+        s->pending.text_only = !audio;
+        s->pending.t_endpoint = core_time_ms();
+        s->pending.cpu_endpoint = cpu_ms();
+        memset(&s->pending.stats, 0, sizeof s->pending.stats);
+        if (s->state != BANTER_STATE_USER_SPEAKING) set_state(s, BANTER_STATE_THINKING);
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return (banter_status)rc;
+}
+
+BANTER_API banter_status banter_session_truncate(banter_session *s, size_t played, size_t *reply_samples)
+{
+    if (!s) return BANTER_ERR_INVALID_ARG;
+    pthread_mutex_lock(&s->lock);
+    int rc = BANTER_OK;
+    if (s->reply_active && !s->msg_final && !s->held) {
+        /* In progress: stop it there (or cut a barge-in's estimate back to what the listener says). */
+        if (reply_samples) *reply_samples = s->reply_samples;
+        size_t p = played < s->played ? played : s->played;
+        if (!s->barged) barge_in_at(s, p);
+        else if (p < s->barge_played) s->barge_played = p;
+    } else {
+        size_t total = s->reply_samples;
+        rc = recut(s, played, NULL);
+        if (rc != BANTER_ERR_NOT_FOUND && reply_samples) *reply_samples = total;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return (banter_status)rc;
 }
 
 BANTER_API banter_session_state banter_session_get_state(const banter_session *s)

@@ -212,6 +212,7 @@ BANTER_API const char *banter_status_str(banter_status s)
     case BANTER_ERR_CANCELLED: return "cancelled";
     case BANTER_ERR_NOT_FOUND: return "not found";
     case BANTER_ERR_INTERNAL: return "internal error";
+    case BANTER_ERR_BUSY: return "busy";
     }
     return "unknown status";
 }

@@ -31,6 +31,7 @@
 #include "server/assets.h"
 #include "server/chat.h"
 #include "server/metrics.h"
+#include "server/realtime.h"
 #include "server/multipart.h"
 
 #include <errno.h>
@@ -109,7 +110,8 @@ struct req {
 };
 
 struct pss {
-    struct req *r; /* the connection's request in progress, or NULL */
+    struct req *r;       /* the connection's request in progress, or NULL */
+    struct rt_conn *rtc; /* after a WebSocket upgrade: the realtime connection */
 };
 
 struct srv {
@@ -120,6 +122,7 @@ struct srv {
     pthread_mutex_t asr_lock; /* the recognizer is used by one worker at a time */
     banter_llm *llm;          /* borrowed; thread-safe */
     struct metrics metrics;   /* thread-safe */
+    struct rt *rt;            /* the realtime endpoint */
     atomic_uint_fast64_t n_ids; /* makes response ids unique within the process */
 
     struct lws_context *ctx;
@@ -1102,6 +1105,74 @@ static void write_response(struct srv *s, struct lws *wsi, struct pss *pss, int 
     if (close_after || lws_http_transaction_completed(wsi)) *close = 1;
 }
 
+/* Writes a small JSON error response at once and reports that the connection was answered (for refusing a
+ * WebSocket upgrade, where lws expects the response to be complete when the callback returns). */
+static int refuse_upgrade(struct srv *s, struct lws *wsi, int status, const char *msg)
+{
+    json_t *j = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type",
+                          status == 401 ? "authentication_error" : "invalid_request_error", "param", "code");
+    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    size_t blen = body ? strlen(body) : 0;
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
+    metrics_http(&s->metrics, "/v1/realtime", status);
+    if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", blen, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end) ||
+        (blen && lws_write(wsi, (unsigned char *)body, blen, LWS_WRITE_HTTP_FINAL) != (int)blen)) {
+        free(body);
+        return -1;
+    }
+    free(body);
+    core_debug("serve: upgrade refused: %d %s", status, msg);
+    return 1;
+}
+
+/* The API key of a WebSocket upgrade: the Authorization header, or (browsers cannot set headers) the
+ * subprotocol "openai-insecure-api-key.KEY". */
+static bool ws_authorized(struct srv *s, struct lws *wsi)
+{
+    if (!s->api_key || authorized(s, wsi)) return true;
+    char list[1024];
+    if (lws_hdr_copy(wsi, list, sizeof list, WSI_TOKEN_PROTOCOL) <= 0) return false;
+    static const char pre[] = "openai-insecure-api-key.";
+    for (char *tok = strtok(list, ", "); tok; tok = strtok(NULL, ", "))
+        if (!strncmp(tok, pre, sizeof pre - 1) &&
+            same_secret(tok + sizeof pre - 1, strlen(tok + sizeof pre - 1), s->api_key, strlen(s->api_key)))
+            return true;
+    return false;
+}
+
+/* A browser's Origin must be the server's own, or the one allowed with --origin (or "*"). Clients that are not
+ * browsers send none. */
+static bool origin_allowed(struct srv *s, struct lws *wsi)
+{
+    char origin[256], host[256];
+    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0) return true;
+    if (s->origin && (!strcmp(s->origin, "*") || !strcmp(s->origin, origin))) return true;
+    if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0) return false;
+    const char *o = origin;
+    if (!strncmp(o, "http://", 7)) o += 7;
+    else if (!strncmp(o, "https://", 8)) o += 8;
+    else return false;
+    return !strcmp(o, host);
+}
+
+static int confirm_upgrade(struct srv *s, struct lws *wsi, const char *proto)
+{
+    if (strcmp(proto, "websocket")) return refuse_upgrade(s, wsi, 400, "only WebSocket upgrades are supported");
+    if (!ws_authorized(s, wsi))
+        return refuse_upgrade(s, wsi, 401,
+                              "missing or wrong API key: send 'Authorization: Bearer KEY' or the subprotocol "
+                              "'openai-insecure-api-key.KEY'");
+    if (!origin_allowed(s, wsi))
+        return refuse_upgrade(s, wsi, 403, "this web origin may not use the server (see banter serve --origin)");
+    char msg[256];
+    int status = rt_check_upgrade(s->rt, wsi, msg, sizeof msg);
+    return status ? refuse_upgrade(s, wsi, status, msg) : 0;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct lws_context *ctx = lws_get_context(wsi);
@@ -1145,15 +1216,28 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (s) drain_done(s);
+        if (s) rt_service(s->rt);
         return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(s, wsi, in ? (const char *)in : "");
+    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_TIMER:
+    case LWS_CALLBACK_CLOSED:
+        return s && s->rt ? rt_callback(s->rt, wsi, reason, &pss->rtc, in, len) : -1;
     default:
         break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* The WebSocket subprotocols OpenAI's realtime clients offer ("realtime", and the beta's
+ * "openai-beta.realtime-v1"); a client that offers none lands on "http", which handles WebSocket too. */
 static const struct lws_protocols protocols[] = {
-    {"http", callback, sizeof(struct pss), 0, 0, NULL, 0},
+    {"http", callback, sizeof(struct pss), 65536, 0, NULL, 0},
+    {"realtime", callback, sizeof(struct pss), 65536, 0, NULL, 0},
+    {"openai-beta.realtime-v1", callback, sizeof(struct pss), 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -1235,6 +1319,11 @@ int srv_open(const struct srv_config *cfg, banter_asr *asr, struct srv **out, ch
     }
     s->port = lws_get_vhost_listen_port(s->vh);
 
+    struct rt_config rc = {.llm = c.llm, .asr = asr, .max_sessions = c.max_sessions, .max_message = c.max_message,
+                           .idle_timeout_s = c.idle_timeout_s, .n_workers = c.rt_workers,
+                           .instructions = c.instructions, .model_id = s->model_id, .metrics = &s->metrics};
+    if (rt_open(&rc, s->ctx, &s->rt, err, err_len)) goto fail_vhost;
+
     /* Keeping one Flite handle open keeps its engine thread alive, so requests do not start and stop it. */
     banter_tts_config tc = banter_tts_config_default();
     if (banter_tts_open(&tc, &s->keep_flite, err, err_len)) goto fail_vhost;
@@ -1259,7 +1348,9 @@ fail_workers:
     free(s->workers);
     banter_tts_close(s->keep_flite);
 fail_vhost:
+    rt_detach_loop(s->rt);
     lws_context_destroy(s->ctx);
+    rt_close(s->rt);
 fail_ctx:
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->asr_lock);
@@ -1317,7 +1408,9 @@ void srv_close(struct srv *s)
      * connections, whose close callbacks orphan the requests still on the lists; then those lists. */
     stop_workers(s);
     free(s->workers);
+    rt_detach_loop(s->rt);
     lws_context_destroy(s->ctx);
+    rt_close(s->rt); /* the realtime connections were closed with the context: their sessions now */
     free_list(s->queue_head);
     free_list(s->done);
     banter_tts_close(s->keep_flite);

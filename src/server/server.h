@@ -37,6 +37,12 @@ struct srv_config {
     banter_llm *llm; /* the language model for chat completions (and realtime sessions); NULL = none (those
                         answer 503). Borrowed: it must outlive the server; it is thread-safe, and a native one
                         serves at most its n_sessions conversations at once (more answer 503). */
+    /* The realtime endpoint /v1/realtime (realtime.h; it needs llm and the recognizer). */
+    int max_sessions;         /* realtime sessions at once; 0 = 16 (more are refused with 503) */
+    size_t max_message;       /* largest WebSocket message in bytes; 0 = 16 MiB (larger close with 1009) */
+    int idle_timeout_s;       /* a realtime connection silent this long is closed; 0 = 600 */
+    int rt_workers;           /* threads handling realtime events; 0 = 2 */
+    const char *instructions; /* the sessions' default instructions; NULL = Banter's voice-assistant prompt */
 };
 
 struct srv;
