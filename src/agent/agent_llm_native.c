@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum {
     N_BATCH = 512,         /* most entries in one pass */
@@ -63,6 +64,7 @@ enum {
     SERIAL_CHUNK = 256,    /* prefill chunk of a pass when batching is off */
     N_TMPL = 4,            /* shared system-prompt prefixes kept */
     MIN_TMPL_TOKENS = 32,  /* shorter prefixes are prefilled rather than forked (see the file comment) */
+    GATHER_WAIT_US = 1000, /* longest a step waits for generating conversations to queue their next token */
 };
 
 /* One conversation's work for the scheduler: feed toks[0, n) at positions pos.. of seq. The conversation's
@@ -112,6 +114,7 @@ struct native {
     struct req *head, *tail;    /* queued requests, oldest first (sched_mu) */
     bool stop;                  /* (sched_mu) */
     bool batching;              /* (sched_mu) */
+    int n_active;               /* conversations in their reply's generation loop (sched_mu) */
     struct agent_sched_stats stats; /* (sched_mu) */
     atomic_uint_least64_t prefix_hits, prefix_misses;
     pthread_t thread;
@@ -119,6 +122,7 @@ struct native {
     /* The scheduler thread's own scratch. */
     banter_batch_entry *batch; /* [N_BATCH] */
     struct req **step;         /* [n_seq]: the requests of the current step */
+    int *step_rc;              /* [n_seq]: the status of each */
 };
 
 struct conv {
@@ -244,12 +248,30 @@ static int hist_bucket(int n_seqs)
 static void *sched_main(void *arg)
 {
     struct native *nat = arg;
-    int *rcs = calloc((size_t)nat->n_seq, sizeof *rcs);
-    BANTER_ASSERT(rcs != NULL);
+    int *rcs = nat->step_rc;
     pthread_mutex_lock(&nat->sched_mu);
     for (;;) {
         while (!nat->stop && !nat->head) pthread_cond_wait(&nat->sched_cv, &nat->sched_mu);
         if (nat->stop) break;
+        /* A generating conversation's thread needs a moment after its token is sampled (its piece callback,
+         * then the next request); waiting briefly for those lets one pass carry all their next tokens
+         * instead of starting with whoever came back first. Bounded, so a slow callback delays no one much. */
+        if (nat->batching && nat->n_active > 1) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += GATHER_WAIT_US * 1000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            for (;;) {
+                int n_queued = 0;
+                for (struct req *r = nat->head; r; r = r->next) n_queued++;
+                if (nat->stop || n_queued >= nat->n_active) break;
+                if (pthread_cond_timedwait(&nat->sched_cv, &nat->sched_mu, &until)) break;
+            }
+            if (nat->stop) break;
+        }
         int n_ent = 0;
         int n_step = gather(nat, &n_ent);
         if (n_step == 0) continue;
@@ -306,7 +328,6 @@ static void *sched_main(void *arg)
         }
     }
     pthread_mutex_unlock(&nat->sched_mu);
-    free(rcs);
     return NULL;
 }
 
@@ -359,6 +380,7 @@ static void native_close(void *state)
     banter_model_close(nat->model);
     free(nat->batch);
     free(nat->step);
+    free(nat->step_rc);
     pthread_cond_destroy(&nat->sched_cv);
     pthread_mutex_destroy(&nat->sched_mu);
     pthread_mutex_destroy(&nat->lock);
@@ -850,6 +872,16 @@ out:
     return rc;
 }
 
+/* Counts the conversation in or out of the generating ones the scheduler waits for. */
+static void set_active(struct conv *c, int d)
+{
+    struct native *nat = c->nat;
+    pthread_mutex_lock(&nat->sched_mu);
+    nat->n_active += d;
+    pthread_cond_signal(&nat->sched_cv);
+    pthread_mutex_unlock(&nat->sched_mu);
+}
+
 static bool is_space(char ch)
 {
     return ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r';
@@ -881,6 +913,7 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
     }
     char piece[256];
     int n_ctx = nat->n_ctx;
+    set_active(c, 1);
     bool at_start = true; /* the chat format trims a message: leading whitespace of the reply is not its text */
     for (int i = 0; i < c->cfg.max_tokens; i++) {
         banter_sampler_accept(c->sampler, t);
@@ -925,6 +958,7 @@ static int conv_reply(void *p, const banter_chat_message *msgs, size_t n, agent_
             break;
         }
     }
+    set_active(c, -1);
     if (rc && rc != BANTER_ERR_CANCELLED) set_err(err, err_len, "generation failed: %s", banter_status_str(rc));
     /* After the reply rather than before it, so that the copy does not delay the first piece. */
     make_template(c);
@@ -992,7 +1026,8 @@ int agent_llm_native_open(const char *model_path, int n_ctx, int n_seq, int n_th
     int rc = BANTER_ERR_NOMEM;
     nat->batch = malloc(N_BATCH * sizeof *nat->batch);
     nat->step = malloc((size_t)nat->n_seq * sizeof *nat->step);
-    if (!nat->batch || !nat->step) goto fail;
+    nat->step_rc = malloc((size_t)nat->n_seq * sizeof *nat->step_rc);
+    if (!nat->batch || !nat->step || !nat->step_rc) goto fail;
     banter_model_config mc = banter_model_config_default();
     mc.n_threads = n_threads;
     rc = banter_model_open(model_path, &mc, &nat->model, err, err_len);
