@@ -7,6 +7,9 @@
  *   3. A body over max_body -> 413; a client that leaves mid-body, after which the server still answers.
  *   4. POST /v1/audio/transcriptions of a Flite-synthesized WAV recognizes the words; garbage audio -> 400.
  *   5. 16 concurrent speech requests all succeed; then stop and close with nothing left behind.
+ *   6. HTTP edge cases: multipart without a boundary, truncated, with two files, an empty or a text file; wrong
+ *      methods (405), unknown routes (404), oversized bodies on every POST route (413), bad JSON (400), and the
+ *      /metrics counters that saw them.
  */
 #include "server/server.h"
 
@@ -382,6 +385,8 @@ static void test_limits_and_disconnects(void)
     close(fd);
 }
 
+static void test_http_edges(const char *wav, size_t wav_len);
+
 static void test_transcription(banter_tts *tts)
 {
     const char *ref = "please call me back when you get home tonight";
@@ -410,6 +415,7 @@ static void test_transcription(banter_tts *tts)
     CHECK(errors * 2 <= n_ref);
     json_decref(j);
     free(r.body);
+    test_http_edges(wav, len);
 
     u.format = "text";
     request("POST", "/v1/audio/transcriptions", KEY, NULL, NULL, 0, make_upload, &u, &r);
@@ -429,6 +435,117 @@ static void test_transcription(banter_tts *tts)
     check_error(&r, 400, "not multipart");
     free(r.body);
     free(wav);
+}
+
+/* A multipart body with boundary "b" from (name, filename or NULL, data) parts. */
+static size_t multipart(char *buf, size_t cap, const char *const parts[][3], int n, bool closed)
+{
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        off += (size_t)snprintf(buf + off, cap - off, "--b\r\nContent-Disposition: form-data; name=\"%s\"", parts[i][0]);
+        if (parts[i][1]) off += (size_t)snprintf(buf + off, cap - off, "; filename=\"%s\"", parts[i][1]);
+        off += (size_t)snprintf(buf + off, cap - off, "\r\n\r\n%s\r\n", parts[i][2]);
+    }
+    if (closed) off += (size_t)snprintf(buf + off, cap - off, "--b--\r\n");
+    return off;
+}
+
+/* HTTP edge cases: multipart bodies that are wrong in each way, methods and routes that do not exist. */
+static void test_http_edges(const char *wav, size_t wav_len)
+{
+    struct resp r;
+    char body[4096];
+    const char *const one_file[][3] = {{"file", "a.wav", "RIFFxxxxWAVE"}, {"model", NULL, "whisper-1"}};
+    size_t n = multipart(body, sizeof body, one_file, 2, true);
+
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data", body, n, NULL, NULL, &r);
+    check_error(&r, 400, "no boundary");
+    CHECK(r.body && strstr(r.body, "boundary"));
+    free(r.body);
+
+    /* Cut before the closing delimiter. */
+    n = multipart(body, sizeof body, one_file, 2, false);
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", body, n - 2, NULL, NULL,
+            &r);
+    check_error(&r, 400, "truncated multipart");
+    free(r.body);
+
+    /* The same boundary but a body that is not multipart at all. */
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", "just text", 9, NULL,
+            NULL, &r);
+    check_error(&r, 400, "not multipart body");
+    free(r.body);
+
+    const char *const two_files[][3] = {{"file", "a.wav", "one"}, {"file", "b.wav", "two"}};
+    n = multipart(body, sizeof body, two_files, 2, true);
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", body, n, NULL, NULL, &r);
+    check_error(&r, 400, "duplicate file");
+    CHECK(r.body && strstr(r.body, "more than once"));
+    free(r.body);
+
+    const char *const empty[][3] = {{"file", "a.wav", ""}};
+    n = multipart(body, sizeof body, empty, 1, true);
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", body, n, NULL, NULL, &r);
+    check_error(&r, 400, "empty file");
+    free(r.body);
+
+    const char *const no_file[][3] = {{"model", NULL, "whisper-1"}};
+    n = multipart(body, sizeof body, no_file, 1, true);
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", body, n, NULL, NULL, &r);
+    check_error(&r, 400, "no file");
+    free(r.body);
+
+    /* A text file under an audio name. */
+    struct upload u = {"hello, I am a text file\n", 24, NULL};
+    request("POST", "/v1/audio/transcriptions", KEY, NULL, NULL, 0, make_upload, &u, &r);
+    check_error(&r, 400, "text file");
+    free(r.body);
+    /* And the real thing still works after all that. */
+    u = (struct upload){wav, wav_len, "text"};
+    request("POST", "/v1/audio/transcriptions", KEY, NULL, NULL, 0, make_upload, &u, &r);
+    CHECK_INT_EQ(r.status, 200);
+    free(r.body);
+
+    /* Methods a route does not take, and routes that do not exist. */
+    static const char *const wrong[][2] = {{"DELETE", "/health"},          {"PUT", "/v1/audio/speech"},
+                                           {"GET", "/v1/chat/completions"}, {"POST", "/metrics"},
+                                           {"PATCH", "/v1/models"}};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        request(wrong[i][0], wrong[i][1], KEY, "application/json", "{}", 2, NULL, NULL, &r);
+        CHECK(r.status == 405 || r.status == 400);
+        if (r.status == 405) check_error(&r, 405, wrong[i][1]);
+        free(r.body);
+    }
+    static const char *const unknown[] = {"/v1", "/v1/chat", "/v1/chat/completions/x", "/healthz", "/metrics/"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        get(unknown[i], KEY, &r);
+        check_error(&r, 404, unknown[i]);
+        free(r.body);
+    }
+    /* Oversized bodies on the other POST routes. */
+    size_t big_n = (1 << 20) + 1;
+    char *big = calloc(1, big_n);
+    request("POST", "/v1/chat/completions", KEY, "application/json", big, big_n, NULL, NULL, &r);
+    check_error(&r, 413, "big chat");
+    free(r.body);
+    request("POST", "/v1/audio/transcriptions", KEY, "multipart/form-data; boundary=b", big, big_n, NULL, NULL,
+            &r);
+    check_error(&r, 413, "big upload");
+    free(r.body);
+    free(big);
+    /* Bad JSON on the JSON routes. */
+    static const char *const bad_json[] = {"", "{", "[]", "{\"input\":", "null", "{\"input\":\"x\"} trailing"};
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        post_json("/v1/audio/speech", bad_json[i], &r);
+        check_error(&r, 400, bad_json[i]);
+        free(r.body);
+    }
+    /* The counters saw all of it. */
+    get("/metrics", KEY, &r);
+    CHECK_INT_EQ(r.status, 200);
+    CHECK(r.body && strstr(r.body, "banter_http_requests_total{route=\"/v1/audio/transcriptions\",code=\"400\"}"));
+    CHECK(r.body && strstr(r.body, "banter_http_requests_total{route=\"other\",code=\"404\"}"));
+    free(r.body);
 }
 
 static void test_concurrent(void)

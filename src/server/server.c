@@ -412,6 +412,11 @@ static void do_transcription(struct req *r)
         return;
     }
     const struct srv_part *file = srv_multipart_find(parts, n_parts, "file");
+    for (size_t i = 0; file && i < n_parts; i++)
+        if (&parts[i] != file && srv_multipart_find(parts + i, 1, "file")) {
+            set_error(r, 400, "the 'file' field appears more than once; send one audio file per request");
+            return;
+        }
     if (!file || !file->len) {
         set_error(r, 400, "a non-empty 'file' field with the audio is required");
         return;
