@@ -132,13 +132,12 @@
     if (e.li.scrollIntoView) e.li.scrollIntoView({ block: 'nearest' });
   }
 
-  /* The recognizer's hypothesis so far. Incremental deltas (OpenAI's) are appended; a delta that repeats the
-   * text so far and extends it (a whole hypothesis) replaces it. */
+  /* The recognizer's hypothesis so far, shown until the final transcript replaces it. Deltas only add text
+   * (a revision of earlier words waits for the final transcript). */
   function userPartial(id, delta) {
     const e = entry(id, 'user');
     if (e.final || typeof delta !== 'string') return;
-    const sofar = e.partialEl.textContent;
-    e.partialEl.textContent = sofar && delta.startsWith(sofar) ? delta : sofar + delta;
+    e.partialEl.textContent += delta;
     scrollToEnd(e);
   }
 
