@@ -54,6 +54,7 @@
     transcript: $('transcript'),
     headline: $('latency-headline'),
     rows: $('latency-rows'),
+    announce: $('announce'),
   };
 
   let ws = null;
@@ -146,7 +147,10 @@
     e.text = (transcript || '').trim();
     e.textEl.textContent = e.text || '(nothing recognized)';
     e.partialEl.textContent = '';
-    if (!e.final && e.text) stats.userTranscripts.push(e.text);
+    if (!e.final && e.text) {
+      stats.userTranscripts.push(e.text);
+      ui.announce.textContent = `You said: ${e.text}`;
+    }
     e.final = true;
     scrollToEnd(e);
   }
@@ -166,7 +170,10 @@
     if (typeof text === 'string' && text) e.text = text;
     e.textEl.textContent = e.text;
     e.final = true;
-    if (e.text.trim()) stats.assistantTranscripts.push(e.text);
+    if (e.text.trim()) {
+      stats.assistantTranscripts.push(e.text);
+      ui.announce.textContent = `Assistant: ${e.text}`;
+    }
   }
 
   /* ---- latency ---- */
@@ -527,8 +534,10 @@
       }
       if (!opened) {
         showError(
-          `Could not connect to ${url}. The server may be down, may not offer /v1/realtime, or may need an API ` +
-            'key: open this page as /?key=YOUR_KEY.'
+          `Could not connect to ${url}. The server may be down or may not offer /v1/realtime, or ` +
+            (apiKey
+              ? 'it refused the API key given in ?key=.'
+              : 'it needs an API key: open this page as /?key=YOUR_KEY.')
         );
         setState('error');
         return;
