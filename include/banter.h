@@ -600,8 +600,8 @@ BANTER_API banter_status banter_session_process(banter_session *s, const float *
 /* A typed user turn: the text is answered as if it had been spoken (interrupting a reply in progress). */
 BANTER_API banter_status banter_session_send_text(banter_session *s, const char *text);
 
-/* Stops the reply in progress as a barge-in would (the message is cut to what was played). No effect when
- * idle. */
+/* Stops the reply in progress as a barge-in would (the message is cut to what was played); a reply asked for
+ * but not begun yet ends as soon as it begins (with its REPLY_DONE and TURN events). No effect when idle. */
 BANTER_API void banter_session_interrupt(banter_session *s);
 
 /* Changes the settings of an open session: system_prompt (replaces the system message; the KV cache keeps
@@ -633,9 +633,10 @@ BANTER_API banter_status banter_session_respond(banter_session *s, bool audio);
 
 /* The listener heard only the first `played` samples (16 kHz) of the last reply's audio: its message (and the
  * language model's cache) is cut to the words heard by then, as at a barge-in. A reply still in progress is
- * stopped first. Returns BANTER_ERR_NOT_FOUND when the history does not end with an assistant reply made by
- * this session (or it was already cut), and writes the length of the reply's audio in samples to
- * *reply_samples when not NULL (also on BANTER_OK). Thread-safe. */
+ * stopped there. A cut never lengthens the message (cutting again at a later point changes nothing). Returns
+ * BANTER_ERR_NOT_FOUND when the history does not end with an assistant reply made by this session, and writes
+ * the length of the reply's audio so far in samples to *reply_samples when not NULL (on BANTER_OK).
+ * Thread-safe. */
 BANTER_API banter_status banter_session_truncate(banter_session *s, size_t played, size_t *reply_samples);
 
 BANTER_API banter_session_state banter_session_get_state(const banter_session *s);

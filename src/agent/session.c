@@ -70,6 +70,7 @@ struct job {
     enum job_kind kind;
     char *text;        /* the user's new message; NULL for a REPLY that answers the history as it stands */
     bool text_only;    /* no synthesis: the reply is text only */
+    bool cancelled;    /* interrupted before it began: it ends at once (its user message stays) */
     double t_endpoint; /* wall ms when the endpoint was decided (or the text arrived) */
     double cpu_endpoint;
     banter_turn_stats stats;
@@ -564,6 +565,10 @@ static banter_chat_message *begin_reply(banter_session *s, struct job *j, size_t
     for (size_t i = 0; i < s->n_retired; i++) core_free(s->retired[i]);
     s->n_retired = 0;
     s->text_only = j->text_only;
+    if (j->cancelled) {
+        s->barged = true;
+        atomic_store(&s->cancel, true);
+    }
     s->msg_final = false;
     s->has_reply = false;
     s->t_first_audio = 0;
@@ -1292,6 +1297,7 @@ BANTER_API void banter_session_interrupt(banter_session *s)
     if (!s) return;
     pthread_mutex_lock(&s->lock);
     barge_in(s);
+    if (s->pending.kind == JOB_REPLY) s->pending.cancelled = true;
     pthread_mutex_unlock(&s->lock);
 }
 
