@@ -259,13 +259,15 @@ done:
 int cmd_bench(int argc, char **argv)
 {
     static const char *usage = "usage: banter bench llm --model FILE [options]   (see banter bench llm --help)\n"
-                               "       banter bench voice [--model FILE] [options] (see banter bench voice --help)\n";
+                               "       banter bench voice [--model FILE] [options] (see banter bench voice --help)\n"
+                               "       banter bench serve (-m FILE | --url URL) [options] (see banter bench serve --help)\n";
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "llm")) return bench_llm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "voice")) return cmd_bench_voice(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
     fprintf(stderr, "banter bench: unknown benchmark '%s'\n%s", argv[1], usage);
     return 2;
 }

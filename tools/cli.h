@@ -21,6 +21,7 @@ int cmd_transcribe(int argc, char **argv);
 int cmd_say(int argc, char **argv);
 int cmd_talk(int argc, char **argv);
 int cmd_bench_voice(int argc, char **argv);
+int cmd_bench_serve(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 /* Installs a stderr logger showing messages up to `level` ("banter: ..." prefix). */
