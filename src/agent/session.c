@@ -565,17 +565,13 @@ static banter_chat_message *begin_reply(banter_session *s, struct job *j, size_t
     for (size_t i = 0; i < s->n_retired; i++) core_free(s->retired[i]);
     s->n_retired = 0;
     s->text_only = j->text_only;
-    if (j->cancelled) {
-        s->barged = true;
-        atomic_store(&s->cancel, true);
-    }
     s->msg_final = false;
     s->has_reply = false;
     s->t_first_audio = 0;
     s->n_submitted = 0;
     s->gen++;
-    s->barged = false;
-    atomic_store(&s->cancel, false);
+    s->barged = j->cancelled; /* interrupted before it began: it ends at once */
+    atomic_store(&s->cancel, j->cancelled);
     s->reply_len = 0;
     s->n_spans = 0;
     s->reply_samples = 0;

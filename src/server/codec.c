@@ -1,8 +1,9 @@
 /*
  * codec.c: base64 and G.711 (see codec.h).
  *
- * G.711 as the ITU-T recommendation defines it: mu-law adds a bias of 132 to the 14-bit magnitude and codes the
- * segment (the position of the highest set bit) and the 4 bits below it, all inverted; A-law codes the 13-bit
+ * G.711 as the ITU-T recommendation defines it, on 14-bit (mu-law) and 13-bit (A-law) samples taken from the
+ * top of the 16-bit ones: mu-law adds a bias of 33 to the magnitude and codes the segment (the position of the
+ * highest set bit) and the 4 bits below it, all inverted; A-law codes the 13-bit
  * magnitude the same way without a bias (segment 0 is linear) and inverts the even bits (XOR 0x55).
  */
 #include "server/codec.h"
@@ -83,15 +84,18 @@ long base64_decode(const char *in, size_t n, unsigned char *out)
 
 uint8_t g711_ulaw_encode(int16_t x)
 {
-    int v = x;
-    int sign = v < 0 ? 0x80 : 0;
-    int mag = v < 0 ? -v : v;
-    if (mag > 32635) mag = 32635;
-    mag += 132;
+    int v = x >> 2; /* the 14-bit sample (rounded toward minus infinity, as the usual 16-bit front end does) */
+    int mask = 0xff;
+    if (v < 0) {
+        v = -v;
+        mask = 0x7f;
+    }
+    if (v > 8159) v = 8159;
+    v += 33; /* the bias, 132 in 16-bit units */
+    if (v > 0x1fff) return (uint8_t)(0x7f ^ mask); /* the top of the range: the largest code */
     int seg = 7;
-    for (int m = 0x4000; seg > 0 && !(mag & m); m >>= 1) seg--;
-    int mant = (mag >> (seg + 3)) & 0x0f;
-    return (uint8_t)~(sign | seg << 4 | mant);
+    for (int m = 0x1000; seg > 0 && !(v & m); m >>= 1) seg--;
+    return (uint8_t)((seg << 4 | (v >> (seg + 1) & 0x0f)) ^ mask);
 }
 
 int16_t g711_ulaw_decode(uint8_t u)

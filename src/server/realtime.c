@@ -65,7 +65,7 @@ struct rt_conn {
     size_t in_bytes;
     struct msg *out_head, *out_tail;
     size_t out_bytes;
-    bool gone;        /* the client left: close the session and free */
+    bool gone;        /* the client left: close the session and free (set by the loop thread only) */
     bool queued;      /* on the run queue, or being run */
     bool kill;        /* the loop must close the connection now */
     int kill_status;  /* its close status */
@@ -1397,9 +1397,20 @@ static int on_receive(struct rt *rt, struct rt_conn *c, struct lws *wsi, const v
         c->rx_binary = lws_frame_is_binary(wsi);
     }
     lws_set_timer_usecs(wsi, (lws_usec_t)rt->idle_timeout_s * LWS_US_PER_SEC);
-    if (c->rx_len + len > rt->max_message) {
-        core_warn("realtime: connection %lu sent a message over %zu bytes; closing it", c->serial, rt->max_message);
-        if (rt->metrics) metrics_error(rt->metrics, "invalid_request");
+    bool done = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    if (c->rx_overflow || c->rx_len + len > rt->max_message) {
+        /* Too large: nothing more is kept, and once the client has finished sending it (so that it reads the
+         * close frame rather than a reset connection), the connection is closed with 1009. */
+        if (!c->rx_overflow) {
+            core_warn("realtime: connection %lu sent a message over %zu bytes; closing it", c->serial,
+                      rt->max_message);
+            if (rt->metrics) metrics_error(rt->metrics, "invalid_request");
+            c->rx_overflow = true;
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_len = c->rx_cap = 0;
+        }
+        if (!done) return 0;
         kill_conn(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
         return -1;
     }
@@ -1416,7 +1427,7 @@ static int on_receive(struct rt *rt, struct rt_conn *c, struct lws *wsi, const v
     }
     memcpy(c->rx + c->rx_len, in, len);
     c->rx_len += len;
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi)) return 0;
+    if (!done) return 0;
     struct msg *m = malloc(sizeof *m + c->rx_len + 1);
     if (!m) {
         kill_conn(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
@@ -1537,25 +1548,33 @@ int rt_callback(struct rt *rt, struct lws *wsi, enum lws_callback_reasons reason
 void rt_service(struct rt *rt)
 {
     if (!rt) return;
+    /* The connections are collected under rt->lock and visited after it is released: the lock order is
+     * conn->lock before rt->lock (scheduling takes them so). A connection that is not gone cannot be freed
+     * meanwhile: only this thread marks connections gone, and only gone ones are freed. */
     pthread_mutex_lock(&rt->lock);
-    for (struct rt_conn *c = rt->conns; c; c = c->next) {
+    struct rt_conn **live = malloc((size_t)(rt->n_conns > 0 ? rt->n_conns : 1) * sizeof *live);
+    int n = 0;
+    for (struct rt_conn *c = rt->conns; c && live; c = c->next)
+        if (!c->gone && c->wsi) live[n++] = c;
+    pthread_mutex_unlock(&rt->lock);
+    if (!live) return; /* out of memory: tried again at the next wake-up */
+    for (int i = 0; i < n; i++) {
+        struct rt_conn *c = live[i];
         pthread_mutex_lock(&c->lock);
-        struct lws *wsi = c->gone ? NULL : c->wsi;
         bool kill = c->kill, want = c->out_head || c->close_after;
         int status = c->kill_status;
         char reason[96];
         memcpy(reason, c->kill_reason, sizeof reason);
         if (kill) c->kill = false, c->close_after = false;
         pthread_mutex_unlock(&c->lock);
-        if (!wsi) continue;
         if (kill) {
-            kill_conn(wsi, status, reason);
-            lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            kill_conn(c->wsi, status, reason);
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
         } else if (want) {
-            lws_callback_on_writable(wsi);
+            lws_callback_on_writable(c->wsi);
         }
     }
-    pthread_mutex_unlock(&rt->lock);
+    free(live);
 }
 
 int rt_sessions(struct rt *rt)

@@ -1119,17 +1119,19 @@ static int refuse_upgrade(struct srv *s, struct lws *wsi, int status, const char
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     size_t blen = body ? strlen(body) : 0;
-    unsigned char buf[LWS_PRE + 1024];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf;
     metrics_http(&s->metrics, "/v1/realtime", status);
-    if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", blen, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end) ||
-        (blen && lws_write(wsi, (unsigned char *)body, blen, LWS_WRITE_HTTP_FINAL) != (int)blen)) {
-        free(body);
-        return -1;
-    }
+    /* Written whole, as HTTP/1.1 (what WebSocket clients expect in answer to their upgrade request). */
+    const char *reason = status == 401 ? "Unauthorized" : status == 403 ? "Forbidden" : status == 404 ? "Not Found"
+                         : status == 503 ? "Service Unavailable" : "Bad Request";
+    unsigned char buf[LWS_PRE + 2048];
+    int n = snprintf((char *)buf + LWS_PRE, sizeof buf - LWS_PRE,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s"
+                     "Connection: close\r\n\r\n%s",
+                     status, reason, blen, status == 503 ? "Retry-After: 1\r\n" : "", body ? body : "");
     free(body);
+    if (n < 0 || (size_t)n >= sizeof buf - LWS_PRE ||
+        lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS) != n)
+        return -1;
     core_debug("serve: upgrade refused: %d %s", status, msg);
     return 1;
 }
