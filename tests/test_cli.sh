@@ -2,7 +2,7 @@
 # test_cli.sh: the `banter` command end to end: help and usage errors, `model info`, `model tokenize` and
 # `model eval` on the reference fixtures (eval's logits checked against llama.cpp's dump with the fixture
 # tolerance), `model synth` output loading back, `chat` one-shot, `bench llm --json` fields, speech (`say`,
-# `transcribe`) and spoken conversations (`talk` from a file and from a script, failures).
+# `transcribe`), spoken conversations (`talk` from a file and from a script, failures) and `bench serve`.
 # Usage: test_cli.sh PATH/TO/banter   (run from the project root; ../shared is needed for the fixture parts)
 set -uo pipefail
 
@@ -81,7 +81,7 @@ expect_rc 1 "$BANTER" transcribe "$TMP/tiny.gguf"
 expect_rc 1 "$BANTER" transcribe /nonexistent.wav
 expect_rc 2 "$BANTER" say "hello" -o "$TMP/x.wav" --voice no-such-voice
 expect_rc 2 "$BANTER" say
-for sub in transcribe say talk "bench voice" serve; do
+for sub in transcribe say talk "bench voice" "bench serve" serve; do
     # shellcheck disable=SC2086
     expect_rc 0 "$BANTER" $sub --help
     expect_grep "usage" "$TMP/out"
@@ -110,6 +110,11 @@ expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --in "$TMP/say.wav" --script "$TM
 expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --end-silence 5
 expect_rc 2 "$BANTER" talk -m "$TMP/tiny.gguf" --barge-in 300 --in "$TMP/say.wav"
 expect_rc 2 "$BANTER" talk --bogus
+expect_rc 2 "$BANTER" bench serve --bogus
+expect_rc 2 "$BANTER" bench serve -n 2
+expect_rc 2 "$BANTER" bench serve --url ftp://127.0.0.1:9
+expect_rc 1 "$BANTER" bench serve --url ws://127.0.0.1:9/v1/realtime -n 1 --turns 1
+expect_grep "cannot connect" "$TMP/err"
 # Silence alone: no turn, and the command says so.
 python3 - "$TMP/silence.wav" <<'PY'
 import struct, sys, wave
@@ -166,6 +171,10 @@ print("eval vs llama.cpp:", err)
 assert err < 2e-3
 PY
     done
+    # The realtime load generator: two spoken conversations of one turn against a server it starts and stops.
+    expect_rc 0 "$BANTER" bench serve -m "$FIX/gemma3-tiny-f32.gguf" -n 2 --turns 1 --ramp 0
+    expect_grep "2/2" "$TMP/out"
+    expect_grep "largest N that kept every conversation real-time" "$TMP/out"
 else
     echo "SKIP: ../shared/fixtures absent; fixture parts of the CLI test not run"
 fi

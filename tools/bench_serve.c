@@ -53,9 +53,11 @@ static const char *USAGE =
     "                        response.output_audio.delta; nothing is subtracted, so it includes the endpoint\n"
     "                        silence the server's VAD waits for (silence_duration_ms, 400 by default)\n"
     "  server total_ms       the server's banter.turn record: end of speech to first reply audio\n"
-    "Per run: turns completed, p50/p95 of both, generated tokens/s (response.done usage.output_tokens summed\n"
-    "over the run's wall time, all conversations together), CPU ms per turn (the server child's user+system\n"
-    "time over the run; with --url the whole machine's, this client included), and a real-time verdict.\n"
+    "Per run: turns completed, p50/p95 of both (first audio over every turn whose reply began, even if it\n"
+    "then timed out; server total over completed turns), generated tokens/s (response.done\n"
+    "usage.output_tokens summed over the run's wall time, all conversations together), CPU ms per completed\n"
+    "turn (the server child's user+system time over the run; with --url the whole machine's, this client\n"
+    "included), and a real-time verdict. Between runs it waits for the server to go idle.\n"
     "\n"
     "Real-time means: every turn completed (none failed, errored or timed out), the p95 of first audio (client)\n"
     "is under the endpoint silence plus --rt-ms (200 ms by default: 600 ms with the server's default VAD), and\n"
@@ -107,6 +109,7 @@ static const char *const QUESTIONS[] = {
 #define LEAD_MS 400           /* silence before the first question */
 #define TAIL_MS 1000          /* silence after each question, at least */
 #define CONNECT_TIMEOUT_MS 30000.0
+#define CLOSE_GRACE_MS 5000.0
 #define LAG_LIMIT_MS 200.0    /* a send later than this behind its schedule: the client fell behind */
 #define BANTER_TURN_WAIT_MS 2000.0 /* after response.done, how long banter.turn may take */
 #define MAX_RX ((size_t)64 << 20)
@@ -224,6 +227,7 @@ struct conv {
     char why[160];     /* why it failed */
     double t_start;    /* when to connect */
     double t_connect;  /* connect began */
+    double t_closing;  /* the close was asked for */
     bool created;      /* session.created seen */
     bool update_pending; /* session.update to send before the audio */
 
@@ -295,6 +299,7 @@ static void conv_fail(struct conv *c, const char *fmt, ...)
     }
     if (c->wsi && c->phase != PH_CLOSING && c->phase != PH_DONE) {
         c->phase = PH_CLOSING;
+        c->t_closing = now_ms();
         lws_callback_on_writable(c->wsi);
     } else if (!c->wsi) {
         c->phase = PH_DONE;
@@ -333,6 +338,7 @@ static void end_turn(struct conv *c, bool timed_out)
     }
     if (c->turn >= b->turns) {
         c->phase = PH_CLOSING;
+        c->t_closing = now_ms();
         lws_callback_on_writable(c->wsi);
         return;
     }
@@ -502,12 +508,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         break;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (c) c->phase = PH_OPEN;
+        if (c && c->phase == PH_CONNECTING) c->phase = PH_OPEN;
+        else if (c) lws_callback_on_writable(wsi); /* it failed meanwhile: close it */
         break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (c) {
             c->wsi = NULL;
-            conv_fail(c, "cannot connect: %s", in && len ? (const char *)in : "connection failed");
+            const char *why = in && len ? (const char *)in : "connection failed";
+            conv_fail(c, "cannot connect: %s%s", why,
+                      strstr(why, "not 101") ? " (the server refused the WebSocket upgrade: its session limit "
+                                               "--max-sessions, a missing --api-key, or not a realtime endpoint)"
+                                             : "");
             c->phase = PH_DONE;
         }
         break;
@@ -638,6 +649,12 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             else if (!c->got_done && now - c->t_speech_end > b->turn_timeout_ms)
                 end_turn(c, true);
         }
+        /* A connection that cannot close politely (still connecting, or a server that stopped reading so the
+         * close frame cannot be written) is dropped. */
+        if (c->phase == PH_CLOSING && c->wsi && now - c->t_closing > CLOSE_GRACE_MS) {
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_REASON_BASE, LWS_TO_KILL_ASYNC);
+            c->t_closing = now; /* once per grace period */
+        }
         if (chunk_due(c, now)) lws_callback_on_writable(c->wsi);
         if (c->phase != PH_DONE) all_done = false;
     }
@@ -692,10 +709,28 @@ static double self_cpu_ms(void)
     return ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 + ru.ru_stime.tv_sec * 1e3 + ru.ru_stime.tv_usec / 1e3;
 }
 
+/* Between runs: the server may still be finishing replies of conversations that timed out (their sessions close
+ * when a worker gets to them). Waits, up to 120 s, until the server (or with pid 0 the machine) uses under 15% of
+ * a core over half a second, so that one run's leftovers do not load the next. */
+static void wait_quiet(pid_t pid)
+{
+    double t0 = now_ms(), prev = cpu_ms(pid);
+    bool told = false;
+    usleep(500000);
+    while (!interrupted && prev >= 0 && now_ms() - t0 < 120000) {
+        double cur = cpu_ms(pid);
+        if (cur < 0 || cur - prev < 75) break;
+        if (!told) fprintf(stderr, "  waiting for the server to go idle before the next run...\n");
+        told = true;
+        prev = cur;
+        usleep(500000);
+    }
+}
+
 /* ---- one run ---- */
 
 struct result {
-    int n, turns_ok, turns_total, timed_out, errored, failed_convs;
+    int n, turns_ok, turns_total, timed_out, errored, failed_convs, n_created;
     double fa_p50, fa_p95, tot_p50, tot_p95, proc_p50, proc_p95, tok_p50, tok_p95;
     double tokens_per_s, cpu_ms_per_turn, client_cpu_ms_per_turn, wall_s, max_lag_ms;
     double rt_bound_ms;
@@ -748,14 +783,17 @@ static int run(struct bench *b, int n, pid_t server, double rt_ms, struct result
             if (!r->first_error[0]) snprintf(r->first_error, sizeof r->first_error, "conversation %d: %s", i, c->why);
         }
         if (c->max_lag_ms > r->max_lag_ms) r->max_lag_ms = c->max_lag_ms;
+        if (c->created) r->n_created++;
         for (int t = 0; t < c->turn && t < b->turns; t++) {
             struct turn_rec *x = &c->turns[t];
             if (x->timed_out) r->timed_out++;
             if (x->errored) r->errored++;
             tokens += x->out_tokens;
+            /* First audio counts for every turn whose reply began, even one that then failed or timed out: under
+             * overload that is the latency a caller hears. */
+            if (fa && x->first_audio_ms >= 0) fa[n_fa++] = x->first_audio_ms;
             if (!x->ok) continue;
             r->turns_ok++;
-            if (fa && x->first_audio_ms >= 0) fa[n_fa++] = x->first_audio_ms;
             if (tot && x->srv_total_ms >= 0) tot[n_tot++] = x->srv_total_ms;
             if (proc && x->srv_processing_ms >= 0) proc[n_proc++] = x->srv_processing_ms;
             if (tok && x->srv_first_token_ms >= 0) tok[n_tok++] = x->srv_first_token_ms;
@@ -893,6 +931,7 @@ static int start_server(const char *model, int max_sessions, char **extra, int n
         char buf[512];
         while (f && fgets(buf, sizeof buf, f)) fputs(buf, stderr);
         if (f) fclose(f);
+        unlink(ch->log);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -1036,8 +1075,8 @@ int cmd_bench_serve(int argc, char **argv)
         }
     }
     if (!model == !url) {
-        fprintf(stderr, "banter bench serve: give -m MODEL (to start a server) or --url ws://HOST:PORT/v1/realtime "
-                        "(a running one), not %s\n", model ? "both" : "neither");
+        fprintf(stderr, "banter bench serve: give either -m MODEL (to start a server) or --url "
+                        "ws://HOST:PORT/v1/realtime (a running one)%s\n", model ? ", not both" : "");
         goto out;
     }
     if (url && n_extra) {
@@ -1147,12 +1186,13 @@ int cmd_bench_serve(int argc, char **argv)
         struct result *r = &res[n_res++];
         if (r->turns_ok < r->turns_total) rc = 1;
         if (r->first_error[0]) fprintf(stderr, "  %s\n", r->first_error);
-        if (r->turns_ok == 0 && r->failed_convs == r->n) {
-            fprintf(stderr, "banter bench serve: no conversation got anywhere; stopping\n");
+        if (r->n_created == 0 && !interrupted) {
+            fprintf(stderr, "banter bench serve: no conversation completed a turn at ws://%s:%d%s (%s)%s\n",
+                    b->host, b->port, b->path, r->first_error, url ? " - is `banter serve -m MODEL` running there?" : "");
+            n_res--;
             break;
         }
-        /* Let the server close the run's sessions before the next run opens new ones. */
-        if (i + 1 < n_sessions) usleep(1000000);
+        if (i + 1 < n_sessions) wait_quiet(ch.pid);
     }
     if (interrupted) fprintf(stderr, "banter bench serve: interrupted\n");
 
