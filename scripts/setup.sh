@@ -8,9 +8,12 @@
 # 3. picks a model: MODEL.gguf if given, else a *.gguf file in models/ (a downloaded one before a synthetic one);
 #    if models/ has none, writes a random-weight model of Gemma 3 270M's real shape to
 #    models/synth-gemma3-270m-q8_0.gguf (no download needed)
-# 4. the main job, one spoken turn: `banter say` speaks a question into build/question.wav, and
+# 4. one spoken turn: `banter say` speaks a question into build/question.wav, and
 #    `banter talk --in build/question.wav --out build/reply.wav` hears it, answers it aloud, and prints the
 #    transcript and the latency of each stage
+# 5. the main job, the server: `banter bench serve` starts `banter serve` on the model and holds four spoken
+#    conversations with it at once over the realtime WebSocket protocol, then prints their latency; setup ends
+#    by saying how to start the server for yourself (its web page talks from the microphone)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +25,7 @@ say() { printf '\n==> %s\n' "$*"; }
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
@@ -87,5 +90,10 @@ if [[ "$info" == *'general.name = "synthetic-'* ]]; then
     echo " see README.md, \"Models\".)"
 fi
 
-say "setup done. Listen to build/reply.wav; talk yourself with: build/banter talk --model ${MODEL#"$ROOT"/}
-    (microphone and speaker), or type with: build/banter chat --model ${MODEL#"$ROOT"/}"
+# The main job: the server, with four conversations at once over the realtime protocol.
+say "banter serve: four spoken conversations at once over the realtime WebSocket protocol"
+"$BANTER" bench serve --model "$MODEL" -n 4 --turns 2
+
+say "setup done. Listen to build/reply.wav. Start the server with: build/banter serve --model ${MODEL#"$ROOT"/}
+    and open http://127.0.0.1:8080/ to talk from the browser (or point an OpenAI realtime client at
+    ws://127.0.0.1:8080/v1/realtime); talk locally with: build/banter talk --model ${MODEL#"$ROOT"/}"

@@ -274,6 +274,7 @@ async def test_cancel(srv):
     await c.send({"type": "response.cancel"})
     evs = await c.until("response.done", 60)
     check(evs[-1]["response"]["status"] == "cancelled", f"cancelled response ({evs[-1]['response']['status']})")
+    check(evs[-1]["response"]["status_details"]["reason"] == "client_cancelled", "the reason is client_cancelled")
     await c.send({"type": "response.cancel"})
     err = (await c.until("error"))[-1]["error"]
     check(err["code"] == "response_cancel_not_active", "cancel with nothing in progress: an error")

@@ -83,6 +83,7 @@ struct rt_conn {
     bool next_text_only;     /* the next response's modality (response.create; else the session's) */
     bool sess_text_only;     /* the session's modality (session.update) */
     bool resp_cancelled;
+    bool cancel_requested;   /* response.cancel came for the response in progress (or about to begin) */
     bool resp_failed;
     char resp_id[MAX_ID], resp_item[MAX_ID];
     char *resp_text;         /* the reply's text so far (deltas sent) */
@@ -489,7 +490,7 @@ static void on_turn(struct rt_conn *c, const banter_turn_stats *t)
     json_t *details = json_null();
     if (!strcmp(status, "cancelled"))
         details = json_pack("{s:s,s:s}", "type", "cancelled", "reason",
-                            t->interrupted ? "turn_detected" : "client_cancelled");
+                            c->cancel_requested ? "client_cancelled" : "turn_detected");
     else if (!strcmp(status, "failed"))
         details = json_pack("{s:s,s:{s:s,s:s}}", "type", "failed", "error", "type", "server_error", "code",
                             "llm_failed");
@@ -507,6 +508,7 @@ static void on_turn(struct rt_conn *c, const banter_turn_stats *t)
         c->asst_item[0] = 0;
     }
     c->resp_open = false;
+    c->cancel_requested = false;
     c->next_text_only = c->sess_text_only;
 }
 
@@ -1179,11 +1181,15 @@ static void handle_message(struct rt_conn *c, struct msg *m)
     } else if (!strcmp(type, "response.create")) {
         handle_response_create(c, root, eid);
     } else if (!strcmp(type, "response.cancel")) {
-        if (!banter_session_busy(c->sess))
+        if (!banter_session_busy(c->sess)) {
             send_error(c, "invalid_request_error", "response_cancel_not_active", NULL, eid,
                        "there is no response in progress to cancel");
-        else
+        } else {
+            pthread_mutex_lock(&c->lock);
+            c->cancel_requested = true;
+            pthread_mutex_unlock(&c->lock);
             banter_session_interrupt(c->sess);
+        }
     } else if (!strcmp(type, "conversation.item.truncate")) {
         handle_truncate(c, root, eid);
     } else if (!strcmp(type, "conversation.item.delete") || !strcmp(type, "conversation.item.retrieve") ||
