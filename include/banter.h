@@ -606,7 +606,8 @@ BANTER_API void banter_session_interrupt(banter_session *s);
 
 /* Changes the settings of an open session: system_prompt (replaces the system message; the KV cache keeps
  * what still matches), tts (from the next reply), end_silence_ms, speculate_ms, no_barge_in, apology,
- * manual_turns, no_auto_reply and text_only. sampler, max_reply_tokens and no_playout keep their values from open. Call it
+ * manual_turns, no_auto_reply, text_only and max_reply_tokens (from the next reply, at most its value at open).
+ * sampler and no_playout keep their values from open. Call it
  * from the thread that calls banter_session_process. Returns BANTER_ERR_INVALID_ARG (nothing changed) for
  * settings out of range or a voice that does not exist, with a message in err. */
 BANTER_API banter_status banter_session_update(banter_session *s, const banter_session_config *cfg, char *err,

@@ -245,6 +245,11 @@ async def test_text_items(srv):
     check(evs[-1]["response"]["status"] == "completed", "and completes")
     evs = await text_turn(c, "Again, aloud.")
     check("response.output_audio.delta" in types_of(evs), "the next response speaks")
+    await c.send({"type": "session.update", "session": {"max_output_tokens": 5}})
+    s = (await c.until("session.updated"))[-1]["session"]
+    evs = await text_turn(c, "And briefly?")
+    out = evs[-1]["response"]["usage"]["output_tokens"]
+    check(s["max_output_tokens"] == 5 and 0 < out <= 5, f"max_output_tokens 5 limits the reply ({out} tokens)")
     await c.send({"type": "response.create"})
     err = (await c.until("error"))[-1]["error"]
     check(err["message"].startswith("there is nothing to respond to"), "response.create after a reply: an error")

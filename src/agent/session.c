@@ -100,6 +100,7 @@ struct banter_session {
     char *apology;
     char *tts_engine, *tts_voice; /* the voice's settings as given (NULL = default), to tell a change */
     int tts_rate, tts_pitch;
+    int max_reply_open;           /* max_reply_tokens at open: the backend conversation's own limit */
 
     /* The caller's thread only. */
     float frame[AUDIO_FRAME];
@@ -473,6 +474,8 @@ struct reply_ctx {
     struct tts_chunker chunker;
     banter_turn_stats *st;
     int rc;
+    int max_pieces;   /* the reply stops after this many pieces (max_reply_tokens as it was at the start) */
+    bool length_stop; /* it did: a normal end, not a cancel */
 };
 
 static int on_chunk(const struct tts_chunk *chunk, void *user)
@@ -505,6 +508,11 @@ static int on_piece(const char *piece, size_t len, void *user)
         return 0;
     }
     if (rc->st->first_token_ms == 0) rc->st->first_token_ms = core_time_ms() - s->t_endpoint;
+    if (rc->st->n_generated >= rc->max_pieces) {
+        pthread_mutex_unlock(&s->lock);
+        rc->length_stop = true;
+        return 0;
+    }
     rc->st->n_generated++;
     void *p = s->reply;
     if (grow(&p, &s->reply_cap, s->reply_len + len + 1, 1)) {
@@ -592,7 +600,9 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
     banter_turn_stats *st = &j->stats;
     bool speculative = j->kind == JOB_SPECULATE;
 
-    struct reply_ctx ctx = {.s = s, .st = st};
+    pthread_mutex_lock(&s->lock);
+    struct reply_ctx ctx = {.s = s, .st = st, .max_pieces = s->cfg.max_reply_tokens};
+    pthread_mutex_unlock(&s->lock);
     tts_chunker_init(&ctx.chunker, &REPLY_CHUNKS);
     char err[512] = "";
     struct agent_llm_stats ls;
@@ -600,6 +610,7 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
     if (!rc) rc = s->llm->be.ops->reply(s->conv, v, n, on_piece, &ctx, &ls, err, sizeof err);
     core_free(v);
     if (ctx.rc) rc = ctx.rc;
+    if (rc == BANTER_ERR_CANCELLED && ctx.length_stop && !atomic_load(&s->cancel)) rc = 0;
     bool cancelled = atomic_load(&s->cancel);
     if (!rc && !cancelled && !s->text_only) {
         if (tts_chunker_flush(&ctx.chunker, on_chunk, &ctx) == 0 && ctx.rc) rc = ctx.rc;
@@ -1176,6 +1187,7 @@ BANTER_API banter_status banter_session_open(banter_llm *llm, banter_asr *asr, c
     }
     s->llm = llm;
     s->cfg = c;
+    s->max_reply_open = c.max_reply_tokens;
     s->on_event = on_event;
     s->user = user;
     pthread_mutex_init(&s->lock, NULL);
@@ -1398,6 +1410,11 @@ BANTER_API banter_status banter_session_update(banter_session *s, const banter_s
     if (!s || !cfg) return BANTER_ERR_INVALID_ARG;
     banter_session_config d = banter_session_config_default();
     int end_silence = cfg->end_silence_ms ? cfg->end_silence_ms : d.end_silence_ms;
+    int max_reply = cfg->max_reply_tokens ? cfg->max_reply_tokens : d.max_reply_tokens;
+    if (max_reply < 0 || max_reply > 65536) {
+        core_errf(err, err_len, "invalid session settings: max_reply_tokens must be 1-65536");
+        return BANTER_ERR_INVALID_ARG;
+    }
     int speculate = cfg->speculate_ms ? cfg->speculate_ms : d.speculate_ms;
     if (end_silence < 100 || end_silence > 10000) {
         core_errf(err, err_len, "invalid session settings: end_silence_ms must be 100-10000");
@@ -1459,6 +1476,8 @@ BANTER_API banter_status banter_session_update(banter_session *s, const banter_s
     }
     bool mode_change = s->cfg.manual_turns != cfg->manual_turns;
     s->cfg.end_silence_ms = end_silence;
+    /* The language model's conversation was opened with the first limit: a later one can only lower it. */
+    s->cfg.max_reply_tokens = max_reply < s->max_reply_open ? max_reply : s->max_reply_open;
     s->cfg.speculate_ms = speculate;
     s->cfg.no_barge_in = cfg->no_barge_in;
     s->cfg.manual_turns = cfg->manual_turns;

@@ -103,6 +103,7 @@ struct rt_conn {
     char *instructions;      /* cfg.system_prompt points here (or NULL) */
     char *voice;             /* the voice name as the client gave it (NULL = default) */
     double speed;
+    int max_reply_open;      /* the session's reply limit at open: later ones can only lower it */
     bool vad;                /* server VAD (else manual turns) */
     bool create_response, interrupt_response;
     int silence_ms;
@@ -794,6 +795,25 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
             }
         }
     }
+    j = json_object_get(sess, "max_response_output_tokens");
+    const char *mparam = "session.max_response_output_tokens";
+    if (!j) {
+        j = json_object_get(sess, "max_output_tokens");
+        mparam = "session.max_output_tokens";
+    }
+    if (j) {
+        json_int_t v = json_integer_value(j);
+        const char *inf = json_string_value(j);
+        if (inf && !strcmp(inf, "inf")) {
+            cfg.max_reply_tokens = 65536;
+        } else if (json_is_integer(j) && v >= 1 && v <= 65536) {
+            cfg.max_reply_tokens = (int)v;
+        } else {
+            send_error(c, "invalid_request_error", "invalid_value", mparam, eid,
+                       "the reply limit must be an integer from 1 to 65536, or \"inf\"");
+            return;
+        }
+    }
     j = json_object_get(sess, "modalities");
     if (!j) j = json_object_get(sess, "output_modalities");
     if (j) {
@@ -849,6 +869,7 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
     }
     cfg.system_prompt = c->instructions ? c->instructions : c->rt->instructions;
     if (c->voice) set_voice(c, c->voice, &cfg.tts);
+    if (cfg.max_reply_tokens > c->max_reply_open) cfg.max_reply_tokens = c->max_reply_open; /* as the session does */
     c->cfg = cfg;
     c->vad = vad;
     c->create_response = create;
@@ -1214,6 +1235,7 @@ static bool open_session(struct rt_conn *c)
     c->create_response = c->interrupt_response = true;
     c->silence_ms = c->cfg.end_silence_ms;
     c->speed = 1.0;
+    c->max_reply_open = c->cfg.max_reply_tokens;
     char err[256] = "";
     banter_status st = banter_session_open(rt->llm, rt->asr, &c->cfg, on_session_event, c, &c->sess, err, sizeof err);
     if (st) {
