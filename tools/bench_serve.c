@@ -875,6 +875,12 @@ static int start_server(const char *model, int max_sessions, char **extra, int n
     args[k++] = ms;
     for (int i = 0; i < n_extra; i++) args[k++] = extra[i];
     args[k] = NULL;
+    /* The binary's own path, read before forking (under valgrind /proc/self/exe names the tool, but readlink on
+     * it gives the program). */
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) snprintf(self, sizeof self, "/proc/self/exe");
+    else self[sl] = 0;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -887,8 +893,8 @@ static int start_server(const char *model, int max_sessions, char **extra, int n
         dup2(fds[1], 1); /* dup2 clears close-on-exec on the copies */
         if (logfd != 2) dup2(logfd, 2);
         signal(SIGINT, SIG_DFL);
-        execv("/proc/self/exe", args);
-        fprintf(stderr, "cannot run /proc/self/exe: %s\n", strerror(errno));
+        execv(self, args);
+        fprintf(stderr, "cannot run %s: %s\n", self, strerror(errno));
         _exit(127);
     }
     free(args);
