@@ -1,18 +1,21 @@
 /*
  * test_session_api.c: the session functions a realtime client drives: add_message and respond, truncate,
- * interrupt before a reply begins, commit and clear_input (manual_turns), no_auto_reply, text_only, update, and
- * the no_playout barge-in estimate (what real time since the first audio allows).
+ * interrupt before a reply begins, commit and clear_input (manual_turns), no_auto_reply, text_only, update,
+ * and the no_playout barge-in estimate (what real time since the first audio allows).
  *
  * The language model is the fixture ../shared/fixtures/llm/gemma3-tiny-f32.gguf (random weights: gibberish
- * replies, which is all the mechanics need), sampled with a fixed seed so that the same history gives the same
- * reply.
- * Speech is synthesized with Flite and fed as fast as the session takes it: the VAD and the recognizer run on
- * the audio's clock, so only the barge-in estimate, which is about wall time, waits on the real clock.
+ * replies, which is all the mechanics need), sampled with a fixed seed so that the same history gives the
+ * same reply. Speech is synthesized with Flite and fed as fast as the session takes it: the VAD and the
+ * recognizer run on the audio's clock, so only the barge-in estimate, which is about wall time, waits on the
+ * real clock.
  *
- * Most sessions are opened with no_playout, so a reply is complete as soon as it is synthesized; the ones that
- * test a reply in progress play out through banter_session_process and simply stop taking its output, which
- * holds the reply open for as long as the test needs. Every wait is bounded, so a bug fails a check instead of
- * hanging the test.
+ * Most sessions are opened with no_playout, so a reply is complete as soon as it is synthesized; the ones
+ * that test a reply in progress play out through banter_session_process and simply stop taking its output,
+ * which holds the reply open for as long as the test needs. Every wait is bounded, so a bug fails a check
+ * instead of hanging the test.
+ *
+ * A case that shows a known bug in session.c is skipped unless SESSION_API_KNOWN_BUGS=1 (its comment says
+ * what fails); enable it for good once the bug is fixed.
  */
 #include "banter.h"
 #include "core/core.h"
@@ -27,13 +30,14 @@
 
 #define TIMEOUT_MS (TEST_ASAN ? 120000 : 30000)
 
-/* ---- events ------------------------------------------------------------------------------------------------ */
+/* ---- events -------------------------------------------------------------------------------------------- */
 
 /* What the session reported since the last rec_reset. seq numbers every event but STATE, so order can be
  * checked; the *_seq fields are 0 when the event did not occur. */
 struct evs {
     int seq;
-    int n_speech_start, n_user, n_no_turn, n_reply_text, n_chunk, n_audio_ev, n_barge, n_done, n_turns, n_errors;
+    int n_speech_start, n_user, n_no_turn, n_reply_text, n_chunk, n_audio_ev, n_barge, n_done, n_turns,
+        n_errors;
     int first_text_seq, first_audio_seq, last_audio_seq, done_seq, turn_seq, barge_seq;
     char user[512];
     char reply[8192]; /* the REPLY_TEXT pieces, concatenated */
@@ -62,17 +66,23 @@ static void on_event(const banter_event *ev, void *user)
     struct evs *e = &r->e;
     if (ev->type != BANTER_EVENT_STATE) e->seq++;
     switch (ev->type) {
-    case BANTER_EVENT_SPEECH_START: e->n_speech_start++; break;
+    case BANTER_EVENT_SPEECH_START:
+        e->n_speech_start++;
+        break;
     case BANTER_EVENT_USER_TEXT:
         e->n_user++;
         snprintf(e->user, sizeof e->user, "%s", ev->text);
         break;
-    case BANTER_EVENT_NO_TURN: e->n_no_turn++; break;
+    case BANTER_EVENT_NO_TURN:
+        e->n_no_turn++;
+        break;
     case BANTER_EVENT_REPLY_TEXT:
         if (!e->n_reply_text++) e->first_text_seq = e->seq;
         append(e->reply, sizeof e->reply, ev->text);
         break;
-    case BANTER_EVENT_REPLY_CHUNK: e->n_chunk++; break;
+    case BANTER_EVENT_REPLY_CHUNK:
+        e->n_chunk++;
+        break;
     case BANTER_EVENT_AUDIO:
         if (!e->n_audio_ev++) {
             e->first_audio_seq = e->seq;
@@ -102,7 +112,8 @@ static void on_event(const banter_event *ev, void *user)
         printf("  session error: %s\n", ev->text ? ev->text : "");
         e->n_errors++;
         break;
-    default: break;
+    default:
+        break;
     }
     pthread_mutex_unlock(&r->lock);
 }
@@ -149,7 +160,7 @@ static bool wait_turns(struct rec *r, int n, int timeout_ms)
     return wait_turns_pump(NULL, r, n, timeout_ms, false);
 }
 
-/* ---- sessions and audio ------------------------------------------------------------------------------------ */
+/* ---- sessions and audio -------------------------------------------------------------------------------- */
 
 static banter_llm *g_llm;
 static banter_asr *g_asr;
@@ -227,10 +238,12 @@ static const char *last_role(banter_session *s)
 /* text without leading and trailing blanks, as the session stores a reply. */
 static void trim(const char *text, char *out, size_t len)
 {
-    while (*text == ' ' || *text == '\n' || *text == '\t') text++;
+    while (*text == ' ' || *text == '\n' || *text == '\t')
+        text++;
     snprintf(out, len, "%s", text);
     size_t n = strlen(out);
-    while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\n' || out[n - 1] == '\t')) out[--n] = 0;
+    while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\n' || out[n - 1] == '\t'))
+        out[--n] = 0;
 }
 
 /* cut is a strict prefix of full that ends at the end of a word. */
@@ -240,12 +253,14 @@ static bool word_prefix(const char *cut, const char *full)
     return n < strlen(full) && strncmp(cut, full, n) == 0 && (n == 0 || isspace((unsigned char)full[n]));
 }
 
-/* Waits until the session's worker has finished its job and recorded the cache (cached_tokens moves off old). */
+/* Waits until the session's worker has finished its job and recorded the cache (cached_tokens moves off old).
+ */
 static int wait_cached_change(banter_session *s, int old)
 {
     double end = core_time_ms() + 5000;
     int c;
-    while ((c = banter_session_cached_tokens(s)) == old && core_time_ms() < end) usleep(1000);
+    while ((c = banter_session_cached_tokens(s)) == old && core_time_ms() < end)
+        usleep(1000);
     return c;
 }
 
@@ -254,7 +269,7 @@ static void print_elapsed(const char *name, double t0)
     printf("  %s: %.0f ms\n", name, core_time_ms() - t0);
 }
 
-/* ---- add_message and respond ------------------------------------------------------------------------------- */
+/* ---- add_message and respond --------------------------------------------------------------------------- */
 
 static void test_add_respond(void)
 {
@@ -363,7 +378,30 @@ static void test_add_respond(void)
     print_elapsed("add_message and respond", t0);
 }
 
-/* ---- a reply in progress: busy, and truncate stops it ------------------------------------------------------ */
+#define WEATHER "what do you know about the weather"
+#define STORY "tell me a long story about the sea"
+
+/* Opens a no_playout session, asks question, and waits for the complete audio reply: the same question and
+ * max_tokens give the same reply (text and audio) in every session. */
+static banter_session *answered_session(struct rec *r, const char *question, int max_tokens, char *full,
+                                        size_t full_len, size_t *audio)
+{
+    banter_session_config sc = base_config(max_tokens, true);
+    banter_session *s = open_session(&sc, r);
+    if (!s) return NULL;
+    CHECK_INT_EQ(banter_session_add_message(s, "user", question), 0);
+    CHECK_INT_EQ(banter_session_respond(s, true), 0);
+    CHECK(wait_turns(r, 1, TIMEOUT_MS));
+    struct evs e;
+    snap(r, &e);
+    *audio = e.audio;
+    CHECK_INT_EQ(banter_session_n_messages(s), 3);
+    msg(s, 2, full, full_len);
+    CHECK_STR_EQ(full, e.done);
+    return s;
+}
+
+/* ---- a reply in progress: busy, and truncate stops it -------------------------------------------------- */
 
 static void test_in_progress(void)
 {
@@ -373,7 +411,7 @@ static void test_in_progress(void)
     banter_session *s = open_session(&sc, &r);
     if (!s) return;
     char buf[8192], full[8192];
-    CHECK_INT_EQ(banter_session_add_message(s, "user", "tell me a long story about the sea"), 0);
+    CHECK_INT_EQ(banter_session_add_message(s, "user", STORY), 0);
     CHECK_INT_EQ(banter_session_respond(s, true), 0);
     CHECK_INT_EQ(banter_session_respond(s, true), BANTER_ERR_BUSY); /* asked for, not begun or begun */
     CHECK_INT_EQ(banter_session_add_message(s, "user", "hurry up"), BANTER_ERR_BUSY);
@@ -388,14 +426,15 @@ static void test_in_progress(void)
     snap(&r, &e);
     CHECK_INT_EQ(e.n_turns, 0);
     printf("  reply: %zu samples of audio\n", e.audio);
-    CHECK(e.audio > 16000); /* long enough that 0.5 s is a strict part of it */
+    CHECK(e.audio > 48000); /* long enough that 1.5 s is a strict part of it */
 
-    /* Play 0.5 s of it; the listener says it heard 0.25 s. */
+    /* Play 1.5 s of it; the listener says it heard 0.25 s. */
     float out[320];
     double energy = 0;
-    for (int k = 0; k < 25; k++) {
+    for (int k = 0; k < 75; k++) {
         CHECK_INT_EQ(banter_session_process(s, NULL, out, 320), 0);
-        for (int i = 0; i < 320; i++) energy += (double)out[i] * out[i];
+        for (int i = 0; i < 320; i++)
+            energy += (double)out[i] * out[i];
     }
     CHECK(energy > 0); /* the reply was playing */
     size_t rs = 0;
@@ -414,6 +453,8 @@ static void test_in_progress(void)
     CHECK_STR_EQ(buf, e.done);
     CHECK(word_prefix(e.done, full));
     CHECK(strlen(e.done) < strlen(full) / 2); /* a quarter second of several seconds */
+    char done[8192];
+    snprintf(done, sizeof done, "%s", e.done);
     if (e.done[0]) {
         CHECK_INT_EQ(banter_session_n_messages(s), 3);
         CHECK_STR_EQ(msg(s, 2, buf, sizeof buf), "assistant");
@@ -427,32 +468,56 @@ static void test_in_progress(void)
     energy = 0;
     for (int k = 0; k < 10; k++) {
         CHECK_INT_EQ(banter_session_process(s, NULL, out, 320), 0);
-        for (int i = 0; i < 320; i++) energy += (double)out[i] * out[i];
+        for (int i = 0; i < 320; i++)
+            energy += (double)out[i] * out[i];
     }
     CHECK(energy == 0);
     close_session(s, &r);
+
+    /* The same reply, complete, cut at the same 0.25 s: the same words (the listener's count, not the 1.5 s
+     * played, decided). */
+    size_t a = 0;
+    s = answered_session(&r, STORY, 60, buf, sizeof buf, &a);
+    if (s) {
+        snap(&r, &e);
+        trim(e.reply, buf, sizeof buf);
+        CHECK_STR_EQ(buf, full);
+        CHECK_INT_EQ(banter_session_truncate(s, 4000, NULL), 0);
+        size_t n = banter_session_n_messages(s);
+        CHECK_INT_EQ(n, done[0] ? 3 : 2);
+        msg(s, n - 1, buf, sizeof buf);
+        CHECK_STR_EQ(done[0] ? buf : "", done);
+        close_session(s, &r);
+    }
     print_elapsed("a reply in progress", t0);
 }
 
-/* ---- truncate after a complete reply ------------------------------------------------------------------------- */
+/* ---- reply text with a NUL byte -------------------------------------------------------------------------
+ */
 
-/* Opens a no_playout session, asks the same question, and waits for the complete audio reply. */
-static banter_session *answered_session(struct rec *r, char *full, size_t full_len, size_t *audio)
+/* KNOWN BUG (session.c, on_piece and run_reply), skipped unless SESSION_API_KNOWN_BUGS=1: this model's reply
+ * to STORY (60 tokens) contains a byte token 0x00. on_piece appends the piece's len bytes, NUL included, to
+ * the reply and emits REPLY_TEXT as a C string (cut at the NUL, the text after it arriving in later events);
+ * run_reply then stores reply_len bytes as the assistant message, which as a C string ends at the NUL. So the
+ * message (and REPLY_DONE, and banter_session_message) lack the text that REPLY_TEXT showed after the NUL:
+ * 145 bytes stored, 149 shown (the reply's buffer holds 153 with its leading blanks). Expected: a complete
+ * reply's message is the text its REPLY_TEXT events showed. */
+static void test_reply_with_nul(void)
 {
-    banter_session_config sc = base_config(40, true);
-    banter_session *s = open_session(&sc, r);
-    if (!s) return NULL;
-    CHECK_INT_EQ(banter_session_add_message(s, "user", "what do you know about the weather"), 0);
-    CHECK_INT_EQ(banter_session_respond(s, true), 0);
-    CHECK(wait_turns(r, 1, TIMEOUT_MS));
+    struct rec r;
+    char message[8192], shown[8192];
+    size_t a = 0;
+    banter_session *s = answered_session(&r, STORY, 60, message, sizeof message, &a);
+    if (!s) return;
     struct evs e;
-    snap(r, &e);
-    *audio = e.audio;
-    CHECK_INT_EQ(banter_session_n_messages(s), 3);
-    msg(s, 2, full, full_len);
-    CHECK_STR_EQ(full, e.done);
-    return s;
+    snap(&r, &e);
+    trim(e.reply, shown, sizeof shown);
+    printf("  reply shown: %zu bytes, stored: %zu bytes\n", strlen(shown), strlen(message));
+    CHECK_STR_EQ(message, shown);
+    close_session(s, &r);
 }
+
+/* ---- truncate after a complete reply ------------------------------------------------------------------- */
 
 static void test_truncate(void)
 {
@@ -460,7 +525,7 @@ static void test_truncate(void)
     struct rec r;
     char full[8192], buf[8192], half[8192];
     size_t a = 0;
-    banter_session *s = answered_session(&r, full, sizeof full, &a);
+    banter_session *s = answered_session(&r, WEATHER, 40, full, sizeof full, &a);
     if (!s) return;
     printf("  reply: \"%s\" (%zu samples)\n", full, a);
     CHECK(a > 16000);
@@ -521,11 +586,11 @@ static void test_truncate(void)
     CHECK_INT_EQ(banter_session_truncate(NULL, 100, NULL), BANTER_ERR_INVALID_ARG);
     close_session(s, &r);
 
-    /* The same conversation again (the same seed: the same reply): the whole audio keeps the whole message, and a
-     * quarter keeps a prefix of what half kept. */
+    /* The same conversation again (the same seed: the same reply): the whole audio keeps the whole message,
+     * and a quarter keeps a prefix of what half kept. */
     char full2[8192], quarter[8192];
     size_t a2 = 0;
-    s = answered_session(&r, full2, sizeof full2, &a2);
+    s = answered_session(&r, WEATHER, 40, full2, sizeof full2, &a2);
     if (!s) return;
     CHECK_STR_EQ(full2, full);
     CHECK_INT_EQ(a2, a);
@@ -542,10 +607,10 @@ static void test_truncate(void)
     print_elapsed("truncate", t0);
 }
 
-/* ---- interrupt before the reply begins ----------------------------------------------------------------------- */
+/* ---- interrupt before the reply begins ----------------------------------------------------------------- */
 
-/* respond then interrupt at once: the worker has usually not taken the reply yet, which must then end as soon as
- * it begins (and if it has, the interrupt stops it before its first audio). */
+/* respond then interrupt at once: the worker has usually not taken the reply yet, which must then end as soon
+ * as it begins (and if it has, the interrupt stops it before its first audio). */
 static void test_interrupt_before_begin(void)
 {
     double t0 = core_time_ms();
@@ -555,9 +620,11 @@ static void test_interrupt_before_begin(void)
     if (!s) return;
     int n_before_begin = 0;
     for (int k = 0; k < 5; k++) {
-        if (strcmp(last_role(s), "user")) CHECK_INT_EQ(banter_session_add_message(s, "user", "tell me everything"), 0);
+        if (strcmp(last_role(s), "user"))
+            CHECK_INT_EQ(banter_session_add_message(s, "user", "tell me everything"), 0);
         size_t n_before = banter_session_n_messages(s);
         rec_reset(&r);
+        usleep(20000); /* the worker finishes the last job's cache work, so the next one waits for it */
         double t = core_time_ms();
         CHECK_INT_EQ(banter_session_respond(s, true), 0);
         banter_session_interrupt(s);
@@ -581,10 +648,14 @@ static void test_interrupt_before_begin(void)
             CHECK_STR_EQ(e.done, "");
             CHECK(n == n_before || (n == n_before + 1 && msg(s, n - 1, buf, sizeof buf) && !buf[0]));
         } else {
-            /* The test thread lost the race (the worker began first): the interrupt stopped a reply in progress,
-             * whose message is what real time allowed of its audio. */
-            CHECK(n == n_before || (n == n_before + 1 && !strcmp(msg(s, n - 1, buf, sizeof buf), "assistant") &&
-                                    !strcmp(buf, e.done)));
+            /* The test thread lost the race (the worker began first): the interrupt stopped a reply in
+             * progress, whose message is what real time allowed of its audio. */
+            CHECK(n == n_before ||
+                  (n == n_before + 1 && !strcmp(msg(s, n - 1, buf, sizeof buf), "assistant") &&
+                   !strcmp(buf, e.done)));
+            char full[8192];
+            trim(e.reply, full, sizeof full);
+            CHECK(!e.done[0] || word_prefix(e.done, full));
         }
     }
     CHECK(n_before_begin > 0);
@@ -601,7 +672,7 @@ static void test_interrupt_before_begin(void)
     print_elapsed("interrupt before the reply begins", t0);
 }
 
-/* ---- manual turns and text-only replies ---------------------------------------------------------------------- */
+/* ---- manual turns and text-only replies ---------------------------------------------------------------- */
 
 static void check_recognized(const char *got)
 {
@@ -685,7 +756,7 @@ static void test_manual_text_only(void)
     print_elapsed("manual turns and text only", t0);
 }
 
-/* ---- no_auto_reply with the VAD ---------------------------------------------------------------------------- */
+/* ---- no_auto_reply with the VAD ------------------------------------------------------------------------ */
 
 static void test_no_auto_reply(void)
 {
@@ -752,7 +823,7 @@ static void test_no_auto_reply(void)
     print_elapsed("no_auto_reply", t0);
 }
 
-/* ---- update -------------------------------------------------------------------------------------------------- */
+/* ---- update -------------------------------------------------------------------------------------------- */
 
 static void test_update(void)
 {
@@ -842,7 +913,7 @@ static void test_update(void)
     print_elapsed("update", t0);
 }
 
-/* ---- the no_playout barge-in estimate ---------------------------------------------------------------------- */
+/* ---- the no_playout barge-in estimate ------------------------------------------------------------------ */
 
 /* Feeds speech frame by frame, as fast as taken, until a BARGE_IN or the end of the speech. */
 static void speak_until_barge(banter_session *s, struct rec *r, const float *x, size_t n)
@@ -857,7 +928,8 @@ static void test_barge_estimate(void)
     size_t n_stop = 0;
     float *stop = flite("stop please", &n_stop);
     size_t lo = 0;
-    while (lo < n_stop && fabsf(stop[lo]) < 0.01f) lo++; /* its leading silence would only waste real time */
+    while (lo < n_stop && fabsf(stop[lo]) < 0.01f)
+        lo++; /* its leading silence would only waste real time */
     struct rec r;
     char full[8192], buf[8192];
     banter_session_config sc = base_config(60, true);
@@ -868,7 +940,7 @@ static void test_barge_estimate(void)
     }
 
     /* A reply whose audio was all delivered much faster than real time, then speech at once. */
-    CHECK_INT_EQ(banter_session_add_message(s, "user", "tell me a long story about the sea"), 0);
+    CHECK_INT_EQ(banter_session_add_message(s, "user", STORY), 0);
     CHECK_INT_EQ(banter_session_respond(s, true), 0);
     CHECK(wait_turns(&r, 1, TIMEOUT_MS));
     struct evs e;
@@ -884,7 +956,8 @@ static void test_barge_estimate(void)
         speak_until_barge(s, &r, stop + lo, n_stop - lo);
         snap(&r, &e);
         double at_ms = e.t_barge - e.t_first_audio;
-        printf("  barge-in %.0f ms after the first audio; heard \"%s\" of \"%.60s...\"\n", at_ms, e.heard, full);
+        printf("  barge-in %.0f ms after the first audio; heard \"%s\" of \"%.60s...\"\n", at_ms, e.heard,
+               full);
         CHECK_INT_EQ(e.n_barge, 1);
         CHECK(word_prefix(e.heard, full));
         size_t n = banter_session_n_messages(s);
@@ -912,7 +985,8 @@ static void test_barge_estimate(void)
         msg(s, 2, full, sizeof full);
         CHECK(e.audio > 0 && e.audio < 16000 * 4);
         double until = e.t_first_audio + e.audio / 16.0 + 200;
-        while (core_time_ms() < until) usleep(10000);
+        while (core_time_ms() < until)
+            usleep(10000);
         rec_reset(&r);
         feed_fast(s, stop + lo, n_stop - lo);
         snap(&r, &e);
@@ -945,8 +1019,8 @@ int main(void)
         banter_asr_close(g_asr);
         return test_finish("test_session_api");
     }
-    /* Greedy decoding of this random-weight model writes only newlines; sampling with the default (fixed) seed and
-     * a repeat penalty writes words, the same ones for the same history in every session. */
+    /* Greedy decoding of this random-weight model writes only newlines; sampling with the default (fixed)
+     * seed and a repeat penalty writes words, the same ones for the same history in every session. */
     g_sampler = banter_sampler_config_default();
     g_sampler.temperature = 0.8f;
     g_sampler.repeat_penalty = 1.3f;
@@ -956,6 +1030,11 @@ int main(void)
     test_in_progress();
     test_truncate();
     test_interrupt_before_begin();
+    const char *known = getenv("SESSION_API_KNOWN_BUGS");
+    if (known && !strcmp(known, "1"))
+        test_reply_with_nul();
+    else
+        printf("  SKIP a reply with a NUL byte (a known bug; SESSION_API_KNOWN_BUGS=1 runs it)\n");
     test_manual_text_only();
     test_no_auto_reply();
     test_update();
