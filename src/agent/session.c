@@ -930,6 +930,15 @@ static bool end_utterance(banter_session *s, const struct vad_event *ev, bool fo
     return took;
 }
 
+/* A partial transcript, when it says something new (lock held). */
+static void emit_partial(banter_session *s, const char *p)
+{
+    if (p && *p && strncmp(p, s->last_partial, sizeof s->last_partial - 1)) {
+        core_errf(s->last_partial, sizeof s->last_partial, "%s", p);
+        emit_text(s, BANTER_EVENT_PARTIAL, p);
+    }
+}
+
 static void on_frame(banter_session *s, const float *frame)
 {
     struct vad_event ev;
@@ -1008,10 +1017,7 @@ static void on_frame(banter_session *s, const float *frame)
         const char *p = asr_stream_partial(s->asr);
         s->t_partial = now;
         pthread_mutex_lock(&s->lock);
-        if (p && *p && strncmp(p, s->last_partial, sizeof s->last_partial - 1)) {
-            core_errf(s->last_partial, sizeof s->last_partial, "%s", p);
-            emit_text(s, BANTER_EVENT_PARTIAL, p);
-        }
+        emit_partial(s, p);
         if (want_spec) {
             s->speculated = true;
             bool same = s->held && s->spec_text && p && !strcmp(s->spec_text, p);
@@ -1061,13 +1067,10 @@ static void on_frame_manual(banter_session *s, const float *frame)
     s->utt_samples += AUDIO_FRAME;
     double now = core_time_ms();
     if (now - s->t_partial >= PARTIAL_EVERY_MS) {
-        const char *p = asr_stream_partial(s->asr);
         s->t_partial = now;
+        const char *p = asr_stream_partial(s->asr);
         pthread_mutex_lock(&s->lock);
-        if (p && *p && strncmp(p, s->last_partial, sizeof s->last_partial - 1)) {
-            core_errf(s->last_partial, sizeof s->last_partial, "%s", p);
-            emit_text(s, BANTER_EVENT_PARTIAL, p);
-        }
+        emit_partial(s, p);
         pthread_mutex_unlock(&s->lock);
     }
 }

@@ -677,6 +677,33 @@ static bool set_voice(struct rt_conn *c, const char *voice, banter_tts_config *t
     return true;
 }
 
+/* obj's "modalities" (beta) or "output_modalities" (GA), when present: ["text"] means text only; any list with
+ * "audio" means audio with its transcript. Returns false after an error event. */
+static bool parse_modalities(struct rt_conn *c, json_t *obj, const char *where, const char *eid, bool *text_only)
+{
+    json_t *m = json_object_get(obj, "modalities");
+    if (!m) m = json_object_get(obj, "output_modalities");
+    if (!m) return true;
+    bool has_audio = false, ok = json_is_array(m) && json_array_size(m) > 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(m, i, v)
+    {
+        const char *s = json_string_value(v);
+        if (!s || (strcmp(s, "audio") && strcmp(s, "text"))) ok = false;
+        else if (!strcmp(s, "audio")) has_audio = true;
+    }
+    if (!ok) {
+        char param[32];
+        snprintf(param, sizeof param, "%s.modalities", where);
+        send_error(c, "invalid_request_error", "invalid_value", param, eid,
+                   "modalities must be [\"text\"], [\"audio\"] or [\"audio\", \"text\"]");
+        return false;
+    }
+    *text_only = !has_audio;
+    return true;
+}
+
 /* session.update: everything is checked before anything changes. */
 static void handle_session_update(struct rt_conn *c, json_t *root, const char *eid)
 {
@@ -814,25 +841,7 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
             return;
         }
     }
-    j = json_object_get(sess, "modalities");
-    if (!j) j = json_object_get(sess, "output_modalities");
-    if (j) {
-        bool has_audio = false, ok = json_is_array(j) && json_array_size(j) > 0;
-        size_t i;
-        json_t *v;
-        json_array_foreach(j, i, v)
-        {
-            const char *m = json_string_value(v);
-            if (!m || (strcmp(m, "audio") && strcmp(m, "text"))) ok = false;
-            else if (!strcmp(m, "audio")) has_audio = true;
-        }
-        if (!ok) {
-            send_error(c, "invalid_request_error", "invalid_value", "session.modalities", eid,
-                       "modalities must be [\"text\"] or [\"audio\", \"text\"] ([\"audio\"] for output_modalities)");
-            return;
-        }
-        cfg.text_only = !has_audio;
-    }
+    if (!parse_modalities(c, sess, "session", eid, &cfg.text_only)) return;
 
     /* Apply: the session first (it may refuse the voice), then our side. */
     char *new_instr = instructions ? strdup(instructions) : NULL;
@@ -1085,25 +1094,7 @@ static void handle_response_create(struct rt_conn *c, json_t *root, const char *
                        "out-of-band responses (conversation \"%s\") are not supported", conv);
             return;
         }
-        json_t *m = json_object_get(r, "modalities");
-        if (!m) m = json_object_get(r, "output_modalities");
-        if (m) {
-            size_t i;
-            json_t *v;
-            bool has_audio = false, ok = json_is_array(m) && json_array_size(m) > 0;
-            json_array_foreach(m, i, v)
-            {
-                const char *s = json_string_value(v);
-                if (!s || (strcmp(s, "audio") && strcmp(s, "text"))) ok = false;
-                else if (!strcmp(s, "audio")) has_audio = true;
-            }
-            if (!ok) {
-                send_error(c, "invalid_request_error", "invalid_value", "response.modalities", eid,
-                           "modalities must be [\"text\"] or [\"audio\", \"text\"]");
-                return;
-            }
-            text_only = !has_audio;
-        }
+        if (!parse_modalities(c, r, "response", eid, &text_only)) return;
     }
     pthread_mutex_lock(&c->lock);
     bool was = c->next_text_only;
