@@ -634,8 +634,9 @@ BANTER_API banter_status banter_session_respond(banter_session *s, bool audio);
 
 /* The listener heard only the first `played` samples (16 kHz) of the last reply's audio: its message (and the
  * language model's cache) is cut to the words heard by then, as at a barge-in. A reply still in progress is
- * stopped there. A cut never lengthens the message (cutting again at a later point changes nothing). Returns
- * BANTER_ERR_NOT_FOUND when the history does not end with an assistant reply made by this session, and writes
+ * stopped there. A cut never lengthens the message (cutting again at a later point changes nothing; a reply cut
+ * to nothing has no message left, and cutting it again is BANTER_OK with no change). Returns
+ * BANTER_ERR_NOT_FOUND when the history does not end with the last reply made by this session, and writes
  * the length of the reply's audio so far in samples to *reply_samples when not NULL (on BANTER_OK).
  * Thread-safe. */
 BANTER_API banter_status banter_session_truncate(banter_session *s, size_t played, size_t *reply_samples);

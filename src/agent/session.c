@@ -370,6 +370,13 @@ static int submit_clause(banter_session *s, const char *text, size_t len, size_t
     tts_job_init(&r->job, s->tts, copy, len, on_audio, r);
     pthread_mutex_lock(&s->lock);
     r->gen = s->gen;
+    /* When the listener needs this clause: now for the reply's first audio (or a speculative reply, which may be
+     * confirmed any moment), else when the audio delivered so far runs out in real time. */
+    double now = core_time_ms();
+    r->job.deadline = s->t_first_audio > 0 && !s->held
+                          ? s->t_first_audio + (double)s->reply_samples * 1000.0 / AUDIO_RATE
+                          : now;
+    if (r->job.deadline < now - 1000) r->job.deadline = now - 1000; /* late already: among the urgent ones */
     s->n_submitted++;
     struct tts_req **tail = &s->reqs;
     while (*tail) tail = &(*tail)->next;
@@ -441,7 +448,9 @@ static void barge_in_at(banter_session *s, size_t played)
         if (heard) memcpy(h, s->reply, heard);
         h[heard] = 0;
     }
-    emit_text(s, BANTER_EVENT_BARGE_IN, h ? h : "");
+    const char *t = h ? h : "";
+    while (*t == ' ' || *t == '\n') t++; /* as the message will hold it */
+    emit_text(s, BANTER_EVENT_BARGE_IN, t);
     core_free(h);
     pthread_cond_broadcast(&s->cond);
 }
@@ -521,14 +530,23 @@ static int on_piece(const char *piece, size_t len, void *user)
         return 0;
     }
     s->reply = p;
-    memcpy(s->reply + s->reply_len, piece, len);
-    s->reply_len += len;
+    /* A NUL byte (a model may emit one) cannot stand in text passed on as C strings: it is dropped. */
+    size_t at = s->reply_len;
+    for (size_t i = 0; i < len; i++)
+        if (piece[i]) s->reply[s->reply_len++] = piece[i];
     s->reply[s->reply_len] = 0;
-    if (!s->held) emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply + s->reply_len - len);
+    len = s->reply_len - at;
+    if (len == 0) {
+        pthread_mutex_unlock(&s->lock);
+        return 1;
+    }
+    if (!s->held) emit_text(s, BANTER_EVENT_REPLY_TEXT, s->reply + at);
     bool text_only = s->text_only;
+    /* Only this thread grows (moves) the reply buffer, so the pointer stays valid after the lock. */
+    const char *text = s->reply + at;
     pthread_mutex_unlock(&s->lock);
     if (text_only) return 1;
-    return tts_chunker_feed(&rc->chunker, piece, len, on_chunk, rc) == 0;
+    return tts_chunker_feed(&rc->chunker, text, len, on_chunk, rc) == 0;
 }
 
 /* Speaks a fixed text as the reply (the apology), through the same path as model text. */

@@ -240,10 +240,18 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->lock);
         while (!w->head && !w->stop)
             pthread_cond_wait(&w->wake, &w->lock);
-        struct tts_job *job = w->head;
+        /* Earliest deadline first: many sessions share this thread, and a reply's first clause (due now) must not
+         * wait behind the rest of another reply that is already well ahead of its listener. */
+        struct tts_job *job = NULL, *prev = NULL;
+        double best = 0;
+        for (struct tts_job *j = w->head, *p = NULL; j; p = j, j = j->next) {
+            double d = job_cancelled(j) ? -1 : j->deadline;
+            if (!job || d < best) job = j, prev = p, best = d;
+        }
         if (job) {
-            w->head = job->next;
-            if (!w->head) w->tail = NULL;
+            if (prev) prev->next = job->next;
+            else w->head = job->next;
+            if (w->tail == job) w->tail = prev;
         }
         pthread_mutex_unlock(&w->lock);
         if (!job) break; /* stop, and the queue is empty */
@@ -343,6 +351,7 @@ void tts_submit(struct tts_job *job)
 {
     struct tts_worker *w = job->t->w;
     job->t_submit = core_time_ms();
+    if (job->deadline <= 0) job->deadline = job->t_submit;
     job->done = false;
     job->next = NULL;
     pthread_mutex_lock(&w->lock);

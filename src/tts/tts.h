@@ -79,6 +79,8 @@ struct tts_job {
     banter_tts_audio_fn on_audio; /* called on the worker thread; may be NULL */
     void *user;
     atomic_bool cancel; /* set from any thread to stop the job at its next piece */
+    double deadline;    /* core_time_ms by which its audio is needed: the worker takes the queued job with the
+                           earliest (cancelled ones first, which end at once); 0 = when submitted (FIFO) */
 
     /* Results, valid after tts_wait. */
     int rc;
