@@ -73,6 +73,9 @@ static const char *USAGE =
     "      --turns T        questions per conversation (default 3)\n"
     "      --silence-ms MS  ask the server's VAD for this much silence to end a turn (session.update;\n"
     "                       default: the server's own, 400)\n"
+    "      --max-tokens N   limit each reply to N tokens (session.update max_output_tokens; default: the\n"
+    "                       server's 200). A real model's spoken answers are some 20-60 tokens; a random one\n"
+    "                       always writes the most it may, which costs CPU that a real conversation would not\n"
     "      --rt-ms MS       the real-time budget above the endpoint silence (default 200)\n"
     "      --ramp MS        spread the conversations' starts over MS (default 2000)\n"
     "      --turn-timeout S a turn fails if its response.done has not come S seconds after the question\n"
@@ -261,6 +264,7 @@ struct bench {
     int port;
     int turns;
     int silence_ms; /* asked for with session.update; 0 = the server's */
+    int max_tokens; /* the replies' token limit asked for with session.update; 0 = the server's */
     int srv_silence_ms; /* what session.created reported */
     double turn_timeout_ms;
     double ramp_ms;
@@ -405,7 +409,7 @@ static void on_message(struct conv *c, const char *m, size_t n)
         c->turn = 0;
         next_question(c);
         c->stage = ST_LEAD;
-        c->update_pending = b->silence_ms > 0;
+        c->update_pending = b->silence_ms > 0 || b->max_tokens > 0;
         if (c->update_pending) lws_callback_on_writable(c->wsi);
     } else if (!strcmp(t, "error")) {
         json_t *e = json_object_get(root, "error");
@@ -561,10 +565,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         if (c->update_pending) {
             c->update_pending = false;
+            char vad[160] = "", limit[64] = "";
+            if (c->b->silence_ms)
+                snprintf(vad, sizeof vad, ",\"audio\":{\"input\":{\"turn_detection\":{\"type\":\"server_vad\","
+                         "\"silence_duration_ms\":%d}}}", c->b->silence_ms);
+            if (c->b->max_tokens) snprintf(limit, sizeof limit, ",\"max_output_tokens\":%d", c->b->max_tokens);
             int k = snprintf((char *)c->tx + LWS_PRE, TX_CAP,
-                             "{\"type\":\"session.update\",\"session\":{\"type\":\"realtime\",\"audio\":{\"input\":"
-                             "{\"turn_detection\":{\"type\":\"server_vad\",\"silence_duration_ms\":%d}}}}}",
-                             c->b->silence_ms);
+                             "{\"type\":\"session.update\",\"session\":{\"type\":\"realtime\"%s%s}}", vad, limit);
             if (lws_write(wsi, c->tx + LWS_PRE, (size_t)k, LWS_WRITE_TEXT) < k) conv_fail(c, "cannot send session.update");
             else lws_callback_on_writable(wsi);
         } else if (chunk_due(c, now_ms())) {
@@ -1025,7 +1032,7 @@ int cmd_bench_serve(int argc, char **argv)
 {
     const char *model = NULL, *url = NULL, *api_key = NULL;
     int sessions[32] = {4}, n_sessions = 1;
-    long turns = 3, silence = 0, rt_ms = 200, ramp = 2000, timeout_s = 60;
+    long turns = 3, silence = 0, max_tokens = 0, rt_ms = 200, ramp = 2000, timeout_s = 60;
     bool json = false, verbose = false, user_max_sessions = false;
     char **extra = calloc((size_t)argc + 1, sizeof *extra);
     int n_extra = 0;
@@ -1060,6 +1067,8 @@ int cmd_bench_serve(int argc, char **argv)
             if (!(v = cli_value(argc, argv, &i)) || !cli_parse_int(v, "--turns", 1, 1000, &turns)) goto out;
         } else if (!strcmp(a, "--silence-ms")) {
             if (!(v = cli_value(argc, argv, &i)) || !cli_parse_int(v, "--silence-ms", 100, 10000, &silence)) goto out;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || !cli_parse_int(v, "--max-tokens", 1, 65536, &max_tokens)) goto out;
         } else if (!strcmp(a, "--rt-ms")) {
             if (!(v = cli_value(argc, argv, &i)) || !cli_parse_int(v, "--rt-ms", 1, 100000, &rt_ms)) goto out;
         } else if (!strcmp(a, "--ramp")) {
@@ -1105,6 +1114,7 @@ int cmd_bench_serve(int argc, char **argv)
     cli_log_init(verbose ? BANTER_LOG_INFO : BANTER_LOG_WARN);
     b->turns = (int)turns;
     b->silence_ms = (int)silence;
+    b->max_tokens = (int)max_tokens;
     b->turn_timeout_ms = (double)timeout_s * 1000;
     b->ramp_ms = (double)ramp;
     b->verbose = verbose;
