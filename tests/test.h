@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int test_n_checks, test_n_failed;
+static _Atomic int test_n_checks, test_n_failed; /* atomic: tests may check from several threads */
 
 #define CHECK(cond)                                                                                               \
     do {                                                                                                          \
