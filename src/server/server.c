@@ -900,10 +900,17 @@ static void on_http(struct srv *s, struct lws *wsi, struct pss *pss, const char 
         respond_error(r, 401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'");
         return;
     }
+    if (r->route == ROUTE_NONE && !strcmp(uri, "/v1/realtime")) {
+        respond_error(r, 426,
+                      "the realtime API is a WebSocket: connect to ws://HOST:PORT/v1/realtime with an Upgrade "
+                      "request (see docs/realtime.md)");
+        return;
+    }
     if (r->route == ROUTE_NONE) {
         respond_error(r, 404,
-                      "no such route; this server has GET /health, GET /v1/models, POST /v1/audio/speech, "
-                      "POST /v1/audio/transcriptions, POST /v1/chat/completions and GET /metrics");
+                      "no such route; this server has GET / (a web page), WebSocket /v1/realtime, GET /health, "
+                      "GET /v1/models, POST /v1/audio/speech, POST /v1/audio/transcriptions, "
+                      "POST /v1/chat/completions and GET /metrics");
         return;
     }
     if (strcmp(method, allow)) {
