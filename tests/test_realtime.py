@@ -537,8 +537,8 @@ async def main():
         await test_disconnects(srv)
         await test_concurrency(srv)
         r = http_get(srv.port, "/v1/realtime")
-    check(r.startswith("HTTP/1.1 426") and "WebSocket" in r, "a plain GET of /v1/realtime: 426 with a hint")
-    m = http_get(srv.port, "/metrics")
+        check(r.startswith("HTTP/1.1 426") and "WebSocket" in r, "a plain GET of /v1/realtime: 426 with a hint")
+        m = http_get(srv.port, "/metrics")
         check("banter_sessions_total" in m and "banter_turns_total" in m, "/metrics counts sessions and turns")
     finally:
         rc = srv.stop()
