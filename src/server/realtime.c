@@ -305,11 +305,10 @@ static json_t *assistant_item(struct rt_conn *c, const char *status, const char 
                      "status", status, "role", "assistant", "content", content);
 }
 
-static json_t *user_item(const char *id, const char *transcript, bool audio, bool beta)
+static json_t *user_item(const char *id, const char *transcript, bool audio)
 {
     json_t *part = audio ? json_pack("{s:s,s:s}", "type", "input_audio", "transcript", transcript)
                          : json_pack("{s:s,s:s}", "type", "input_text", "text", transcript);
-    (void)beta;
     return json_pack("{s:s,s:s,s:s,s:s,s:s,s:[o]}", "id", id, "object", "realtime.item", "type", "message",
                      "status", "completed", "role", "user", "content", part);
 }
@@ -521,7 +520,7 @@ static void on_user_text(struct rt_conn *c, const char *text)
     json_t *prev = c->last_item[0] ? json_string(c->last_item) : json_null();
     send_locked(c, json_pack("{s:s,s:o,s:s}", "type", "input_audio_buffer.committed", "previous_item_id", prev,
                              "item_id", c->user_item));
-    item_added_locked(c, user_item(c->user_item, json_string_value(jt), true, c->beta), true);
+    item_added_locked(c, user_item(c->user_item, json_string_value(jt), true), true);
     send_locked(c, json_pack("{s:s,s:s,s:i,s:O}", "type", "conversation.item.input_audio_transcription.completed",
                              "item_id", c->user_item, "content_index", 0, "transcript", jt));
     json_decref(jt);
@@ -655,26 +654,20 @@ static json_t *session_json(struct rt_conn *c)
 
 /* ---- client events ---- */
 
-static bool set_voice(struct rt_conn *c, const char *voice, banter_tts_config *tc)
+/* The engine and voice a client's voice name means. */
+static void set_voice(const char *voice, banter_tts_config *tc)
 {
     /* OpenAI's voice names have no counterpart here: they get the default voice, so their clients just work. */
     static const char *const openai_voices[] = {"alloy", "ash",   "ballad", "coral", "echo",  "fable", "onyx",
                                                 "nova",  "sage",  "shimmer", "verse", "marin", "cedar"};
-    (void)c;
-    tc->engine = NULL;
+    tc->engine = "espeak"; /* any other name is an eSpeak NG voice (or refused by it) */
     tc->voice = voice;
-    if (!strcmp(voice, "slt") || !strcmp(voice, "kal16")) {
-        tc->engine = "flite";
-        return true;
-    }
+    if (!strcmp(voice, "slt") || !strcmp(voice, "kal16")) tc->engine = "flite";
     for (size_t i = 0; i < sizeof openai_voices / sizeof *openai_voices; i++)
         if (!strcmp(voice, openai_voices[i])) {
             tc->engine = "flite";
             tc->voice = "slt";
-            return true;
         }
-    tc->engine = "espeak";
-    return true;
 }
 
 /* obj's "modalities" (beta) or "output_modalities" (GA), when present: ["text"] means text only; any list with
@@ -853,7 +846,7 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
         return;
     }
     if (instructions) cfg.system_prompt = new_instr;
-    if (voice) set_voice(c, new_voice, &cfg.tts);
+    if (voice) set_voice(new_voice, &cfg.tts);
     cfg.tts.rate = speed == 1.0 ? 0 : (int)(175 * speed + 0.5);
     cfg.manual_turns = !vad;
     cfg.end_silence_ms = silence;
@@ -877,7 +870,7 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
         c->voice = new_voice;
     }
     cfg.system_prompt = c->instructions ? c->instructions : c->rt->instructions;
-    if (c->voice) set_voice(c, c->voice, &cfg.tts);
+    if (c->voice) set_voice(c->voice, &cfg.tts);
     if (cfg.max_reply_tokens > c->max_reply_open) cfg.max_reply_tokens = c->max_reply_open; /* as the session does */
     c->cfg = cfg;
     c->vad = vad;
@@ -1065,7 +1058,7 @@ static void handle_item_create(struct rt_conn *c, json_t *root, const char *eid)
     if (!jt) jt = json_string("");
     json_t *it;
     if (!strcmp(role, "user")) {
-        it = user_item(id, json_string_value(jt), false, c->beta);
+        it = user_item(id, json_string_value(jt), false);
     } else {
         const char *ptype = !strcmp(role, "assistant") ? (c->beta ? "text" : "output_text") : "input_text";
         it = json_pack("{s:s,s:s,s:s,s:s,s:s,s:[{s:s,s:O}]}", "id", id, "object", "realtime.item", "type", "message",
