@@ -11,6 +11,7 @@
 #include "server/assets.h"
 #include "server/server.h"
 
+#include "http.h"
 #include "test.h"
 
 #include <curl/curl.h>
@@ -21,66 +22,13 @@
 
 static int port;
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char ctype[128];
-    char cache[128];
-};
-
-static size_t on_data(char *p, size_t size, size_t n, void *user)
+static void request(const char *method, const char *path, struct http_resp *out)
 {
-    struct resp *r = user;
-    size_t add = size * n;
-    char *b = realloc(r->body, r->len + add + 1);
-    if (!b) return 0;
-    memcpy(b + r->len, p, add);
-    r->body = b;
-    r->len += add;
-    b[r->len] = 0;
-    return add;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *user)
-{
-    struct resp *r = user;
-    size_t len = size * n;
-    static const char name[] = "cache-control:";
-    if (len > sizeof name - 1 && !strncasecmp(p, name, sizeof name - 1)) {
-        const char *v = p + sizeof name - 1;
-        size_t vl = len - (sizeof name - 1);
-        while (vl && (*v == ' ')) v++, vl--;
-        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n')) vl--;
-        snprintf(r->cache, sizeof r->cache, "%.*s", (int)vl, v);
-    }
-    return len;
-}
-
-static void request(const char *method, const char *path, struct resp *out)
-{
-    memset(out, 0, sizeof *out);
-    CURL *c = curl_easy_init();
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "x");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 1L);
-    }
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CHECK_INT_EQ(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    char *ct = NULL;
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-    snprintf(out->ctype, sizeof out->ctype, "%s", ct ? ct : "");
-    curl_easy_cleanup(c);
+    bool post = !strcmp(method, "POST");
+    struct http_req rq = {.port = port, .method = method, .path = path, .body = post ? "x" : NULL,
+                          .len = post ? 1 : 0, .timeout_s = 30};
+    out->abort_after = 0;
+    CHECK_INT_EQ(http_request(&rq, out), CURLE_OK);
 }
 
 /* Reads a whole file; *len gets its size. NULL if it cannot be read. */
@@ -202,7 +150,7 @@ static void *run_server(void *arg)
 /* 3: the route, over HTTP. */
 static void test_route(void)
 {
-    struct resp r;
+    struct http_resp r;
     for (size_t i = 0; i < srv_n_assets; i++) {
         const struct srv_asset *a = &srv_assets[i];
         request("GET", a->path, &r);

@@ -13,6 +13,7 @@
 #include "server/chat.h"
 #include "server/server.h"
 
+#include "http.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -319,72 +320,24 @@ static void test_render(void)
 
 static int port;
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char ctype[128];
-    size_t abort_after; /* nonzero: fail the transfer once this many bytes arrived */
-};
-
-static size_t on_data(char *p, size_t size, size_t n, void *user)
-{
-    struct resp *r = user;
-    size_t add = size * n;
-    char *b = realloc(r->body, r->len + add + 1);
-    if (!b) return 0;
-    memcpy(b + r->len, p, add);
-    r->body = b;
-    r->len += add;
-    b[r->len] = 0;
-    if (r->abort_after && r->len >= r->abort_after) return 0;
-    return add;
-}
-
+/* Sends one request (out->abort_after, when set beforehand, cuts the transfer short). */
 static CURLcode request(const char *method, const char *path, const char *key, const char *body,
-                        struct resp *out)
+                        struct http_resp *out)
 {
-    size_t abort_after = out->abort_after;
-    memset(out, 0, sizeof *out);
-    out->abort_after = abort_after;
-    CURL *c = curl_easy_init();
-    char url[256], auth[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct curl_slist *h = NULL;
-    if (key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-        h = curl_slist_append(h, auth);
-    }
-    h = curl_slist_append(h, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    }
-    CURLcode rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    char *ct = NULL;
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-    snprintf(out->ctype, sizeof out->ctype, "%s", ct ? ct : "");
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return rc;
+    struct http_req rq = {.port = port, .method = method, .path = path, .key = key,
+                          .ctype = "application/json", .body = body, .len = body ? strlen(body) : 0,
+                          .timeout_s = 300};
+    return http_request(&rq, out);
 }
 
-static CURLcode post(const char *body, struct resp *out)
+static CURLcode post(const char *body, struct http_resp *out)
 {
     out->abort_after = 0;
     return request("POST", "/v1/chat/completions", KEY, body, out);
 }
 
 /* Checks an OpenAI-shaped error with the given status and param (NULL: null). */
-static void check_error(const struct resp *r, long status, const char *param)
+static void check_error(const struct http_resp *r, long status, const char *param)
 {
     CHECK_INT_EQ(r->status, status);
     json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
@@ -402,7 +355,7 @@ static void check_error(const struct resp *r, long status, const char *param)
 }
 
 /* The content and usage of a non-streamed completion (content malloc'd). */
-static char *completion_text(const struct resp *r, const char *model, const char **finish_out, int *prompt,
+static char *completion_text(const struct http_resp *r, const char *model, const char **finish_out, int *prompt,
                              int *completion)
 {
     CHECK_INT_EQ(r->status, 200);
@@ -434,7 +387,7 @@ static char *completion_text(const struct resp *r, const char *model, const char
 
 /* Parses a whole event stream: every event is "data: ..." and a blank line; each JSON one a chunk of one id.
  * Returns the concatenated content (malloc'd) with the finish reason and usage (-1 when none). */
-static char *stream_text(const struct resp *r, const char **finish_out, int *prompt, int *completion,
+static char *stream_text(const struct http_resp *r, const char **finish_out, int *prompt, int *completion,
                          int *n_events)
 {
     CHECK_INT_EQ(r->status, 200);
@@ -512,7 +465,7 @@ static const char *const greedy =
 static void test_completions(void)
 {
     char body[1024];
-    struct resp r;
+    struct http_resp r;
     snprintf(body, sizeof body, greedy, "");
     CHECK_INT_EQ(post(body, &r), CURLE_OK);
     const char *finish = NULL;
@@ -600,7 +553,7 @@ static void test_completions(void)
 
 static void test_bad_requests(void)
 {
-    struct resp r;
+    struct http_resp r;
     post("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", &r);
     check_error(&r, 400, "temperature");
     free(r.body);
@@ -643,7 +596,7 @@ static void test_disconnect(void)
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Count to a thousand.\"}],"
                        "\"temperature\":1.5,\"max_tokens\":2000,\"stream\":true}";
     for (int i = 0; i < 3; i++) {
-        struct resp r = {.abort_after = 1 + (size_t)i * 200};
+        struct http_resp r = {.abort_after = 1 + (size_t)i * 200};
         /* The conversation of the one before is freed a moment after its client left: until then, 503. */
         for (int k = 0; k < 100; k++) {
             r.abort_after = 1 + (size_t)i * 200;
@@ -673,7 +626,7 @@ static void test_disconnect(void)
     usleep(50000);
     close(fd);
 
-    struct resp r;
+    struct http_resp r;
     double t0 = core_time_ms();
     post("{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":4}", &r);
     CHECK_INT_EQ(r.status, 200);
@@ -692,7 +645,7 @@ static void *one_request(void *arg)
     struct par *p = arg;
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Write a long poem.\"}],"
                        "\"temperature\":1.2,\"max_tokens\":300}";
-    struct resp r;
+    struct http_resp r;
     post(body, &r);
     p->status = r.status;
     if (r.status == 503) {
@@ -787,7 +740,7 @@ int main(void)
     CHECK_INT_EQ(srv_open(&cfg, NULL, &s, err, sizeof err), 0);
     port = srv_port(s);
     pthread_create(&loop, NULL, run_server, s);
-    struct resp r;
+    struct http_resp r;
     request("POST", "/v1/chat/completions", NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
     check_error(&r, 503, NULL);
     CHECK(r.body && strstr(r.body, "without a language model"));

@@ -14,6 +14,7 @@
 #include "server/server.h"
 
 #include "speech.h"
+#include "http.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -27,84 +28,30 @@
 
 static int port;
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char ctype[128];
-};
-
-static size_t on_data(char *p, size_t size, size_t n, void *user)
-{
-    struct resp *r = user;
-    size_t add = size * n;
-    char *b = realloc(r->body, r->len + add + 1);
-    if (!b) return 0;
-    memcpy(b + r->len, p, add);
-    r->body = b;
-    r->len += add;
-    b[r->len] = 0;
-    return add;
-}
-
 /* Sends one request. body NULL = no body; mime overrides it. Returns the curl result. */
 static CURLcode request(const char *method, const char *path, const char *key, const char *ctype,
                         const char *body, size_t len, curl_mime *(*make_mime)(CURL *, void *),
-                        void *mime_user, struct resp *out)
+                        void *mime_user, struct http_resp *out)
 {
-    memset(out, 0, sizeof *out);
-    CURL *c = curl_easy_init();
-    char url[256], auth[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct curl_slist *h = NULL;
-    if (key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-        h = curl_slist_append(h, auth);
-    }
-    if (ctype) {
-        char ct[128];
-        snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
-        h = curl_slist_append(h, ct);
-    }
-    h = curl_slist_append(h, "Origin: http://app.example");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_mime *mime = NULL;
-    if (make_mime) {
-        mime = make_mime(c, mime_user);
-        curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
-    } else if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    CURLcode rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    char *ct = NULL;
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-    snprintf(out->ctype, sizeof out->ctype, "%s", ct ? ct : "");
-    curl_mime_free(mime);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return rc;
+    struct http_req rq = {.port = port, .method = method, .path = path, .key = key, .ctype = ctype,
+                          .origin = "http://app.example", .body = body, .len = len, .make_mime = make_mime,
+                          .mime_user = mime_user, .timeout_s = 120};
+    out->abort_after = 0;
+    return http_request(&rq, out);
 }
 
-static CURLcode get(const char *path, const char *key, struct resp *out)
+static CURLcode get(const char *path, const char *key, struct http_resp *out)
 {
     return request("GET", path, key, NULL, NULL, 0, NULL, NULL, out);
 }
 
-static CURLcode post_json(const char *path, const char *json, struct resp *out)
+static CURLcode post_json(const char *path, const char *json, struct http_resp *out)
 {
     return request("POST", path, KEY, "application/json", json, strlen(json), NULL, NULL, out);
 }
 
 /* The error message of an OpenAI-shaped error body, checking its shape; "" if it is not one. */
-static void check_error(const struct resp *r, long status, const char *what)
+static void check_error(const struct http_resp *r, long status, const char *what)
 {
     CHECK_INT_EQ(r->status, status);
     json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
@@ -123,7 +70,7 @@ static uint32_t le32(const unsigned char *p)
 }
 
 /* Checks a WAV from /v1/audio/speech and returns its duration read back through banter_audio_read. */
-static double check_wav(const struct resp *r)
+static double check_wav(const struct http_resp *r)
 {
     const unsigned char *b = (const unsigned char *)r->body;
     CHECK_INT_EQ(r->status, 200);
@@ -197,7 +144,7 @@ static curl_mime *make_upload(CURL *c, void *user)
 
 static void *speak_one(void *arg)
 {
-    struct resp r;
+    struct http_resp r;
     char json[128];
     snprintf(json, sizeof json, "{\"input\":\"request number %d is here\",\"voice\":\"kal16\"}", *(int *)arg);
     CURLcode rc = post_json("/v1/audio/speech", json, &r);
@@ -208,7 +155,7 @@ static void *speak_one(void *arg)
 
 static void test_basic_routes(void)
 {
-    struct resp r;
+    struct http_resp r;
     CHECK_INT_EQ(get("/health", KEY, &r), CURLE_OK);
     CHECK_INT_EQ(r.status, 200);
     CHECK_STR_EQ(r.body, "{\"status\":\"ok\"}");
@@ -250,7 +197,7 @@ static void test_basic_routes(void)
 
 static void test_speech(void)
 {
-    struct resp r;
+    struct http_resp r;
     CHECK_INT_EQ(
         post_json("/v1/audio/speech", "{\"input\":\"Hello there, this is a test of the speech route.\"}", &r),
         CURLE_OK);
@@ -331,7 +278,7 @@ static void test_limits_and_disconnects(void)
     /* Also through curl, which sends the body along. */
     size_t n = (1 << 20) + 100;
     char *big = calloc(1, n);
-    struct resp r;
+    struct http_resp r;
     request("POST", "/v1/audio/speech", KEY, "application/json", big, n, NULL, NULL, &r);
     CHECK_INT_EQ(r.status, 413);
     free(r.body);
@@ -402,7 +349,7 @@ static void test_transcription(banter_tts *tts)
     unlink(path);
     CHECK(len > 44);
 
-    struct resp r;
+    struct http_resp r;
     struct upload u = {wav, len, NULL};
     CHECK_INT_EQ(request("POST", "/v1/audio/transcriptions", KEY, NULL, NULL, 0, make_upload, &u, &r),
                  CURLE_OK);
@@ -453,7 +400,7 @@ static size_t multipart(char *buf, size_t cap, const char *const parts[][3], int
 /* HTTP edge cases: multipart bodies that are wrong in each way, methods and routes that do not exist. */
 static void test_http_edges(const char *wav, size_t wav_len)
 {
-    struct resp r;
+    struct http_resp r;
     char body[4096];
     const char *const one_file[][3] = {{"file", "a.wav", "RIFFxxxxWAVE"}, {"model", NULL, "whisper-1"}};
     size_t n = multipart(body, sizeof body, one_file, 2, true);
