@@ -17,7 +17,6 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <pthread.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 static int port;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *USAGE =
     "usage: banter <command> [options]\n"
@@ -36,6 +37,45 @@ static void log_to_stderr(banter_log_level level, const char *line, void *user)
 void cli_log_init(banter_log_level level)
 {
     banter_set_log(log_to_stderr, level, NULL);
+}
+
+double cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double cli_percentile(double *v, int n, double p)
+{
+    if (n <= 0) return -1;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    int k = (int)ceil(p / 100.0 * n - 1e-9) - 1; /* (the epsilon: 0.95 * 20 must rank 19, not 20) */
+    if (k < 0) k = 0;
+    if (k >= n) k = n - 1;
+    return v[k];
+}
+
+int cli_pcm_collect(const float *samples, size_t n, const banter_tts_chunk *chunk, void *user)
+{
+    (void)chunk;
+    struct cli_pcm *p = user;
+    if (p->n + n > p->cap) {
+        size_t cap = (p->n + n) * 2;
+        float *g = realloc(p->x, cap * sizeof *g);
+        if (!g) return 0;
+        p->x = g;
+        p->cap = cap;
+    }
+    memcpy(p->x + p->n, samples, n * sizeof *samples);
+    p->n += n;
+    return 1;
 }
 
 bool cli_is_help(const char *s)

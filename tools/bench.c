@@ -32,13 +32,6 @@ static const char *USAGE =
     "  -t, --threads N      kernel threads (default: all cores)\n"
     "      --json           one JSON object on standard output\n";
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -64,7 +57,7 @@ static banter_token rand_token(int n_vocab)
 static double decode_steps(banter_context *c, const int *seqs, int n_seqs, int steps, int n_vocab,
                            banter_batch_entry *batch)
 {
-    double t0 = now_ms();
+    double t0 = cli_now_ms();
     for (int s = 0; s < steps; s++) {
         for (int i = 0; i < n_seqs; i++)
             batch[i] = (banter_batch_entry){rand_token(n_vocab), seqs[i], banter_seq_len(c, seqs[i]), true};
@@ -73,7 +66,7 @@ static double decode_steps(banter_context *c, const int *seqs, int n_seqs, int s
             return -1;
         }
     }
-    double ms = now_ms() - t0;
+    double ms = cli_now_ms() - t0;
     return ms > 0 ? (double)n_seqs * steps * 1000.0 / ms : 0;
 }
 
@@ -175,9 +168,9 @@ static int bench_llm(int argc, char **argv)
     for (long r = 0; r < reps; r++) {
         int seq;
         if (banter_seq_open(c, &seq) != BANTER_OK) goto done;
-        double t0 = now_ms();
+        double t0 = cli_now_ms();
         rc = banter_seq_feed(c, seq, prompt, (int)n_prompt, NULL);
-        double ms = now_ms() - t0;
+        double ms = cli_now_ms() - t0;
         banter_seq_close(c, seq);
         if (rc != BANTER_OK) {
             fprintf(stderr, "banter bench llm: prefill failed: %s\n", banter_context_error(c));

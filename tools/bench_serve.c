@@ -121,52 +121,7 @@ static const char *const QUESTIONS[] = {
 
 /* ---- clock, statistics ---- */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of v[0, n) (sorted in place); -1 when empty. */
-static double pct(double *v, int n, double p)
-{
-    if (n == 0) return -1;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    int k = (int)ceil(p / 100.0 * n) - 1;
-    if (k < 0) k = 0;
-    if (k >= n) k = n - 1;
-    return v[k];
-}
-
 /* ---- the questions: Flite at 16 kHz, resampled to 24 kHz pcm16 ---- */
-
-struct pcm {
-    float *x;
-    size_t n, cap;
-};
-
-static int collect(const float *s, size_t n, const banter_tts_chunk *c, void *user)
-{
-    (void)c;
-    struct pcm *p = user;
-    if (p->n + n > p->cap) {
-        size_t cap = (p->n + n) * 2;
-        float *g = realloc(p->x, cap * sizeof *g);
-        if (!g) return 0;
-        p->x = g;
-        p->cap = cap;
-    }
-    memcpy(p->x + p->n, s, n * sizeof *s);
-    p->n += n;
-    return 1;
-}
 
 /* 16 -> 24 kHz: output sample j sits at input time 2j/3, so three filter phases (0, 2/3, 1/3 of a sample).
  * Each is a Hann-windowed sinc with its cutoff at 7.2 kHz (0.45 of the input rate), 2*HALF taps, normalized to
@@ -303,7 +258,7 @@ static void conv_fail(struct conv *c, const char *fmt, ...)
     }
     if (c->wsi && c->phase != PH_CLOSING && c->phase != PH_DONE) {
         c->phase = PH_CLOSING;
-        c->t_closing = now_ms();
+        c->t_closing = cli_now_ms();
         lws_callback_on_writable(c->wsi);
     } else if (!c->wsi) {
         c->phase = PH_DONE;
@@ -342,7 +297,7 @@ static void end_turn(struct conv *c, bool timed_out)
     }
     if (c->turn >= b->turns) {
         c->phase = PH_CLOSING;
-        c->t_closing = now_ms();
+        c->t_closing = cli_now_ms();
         lws_callback_on_writable(c->wsi);
         return;
     }
@@ -377,7 +332,7 @@ static double num(json_t *o, const char *key)
 static void on_message(struct conv *c, const char *m, size_t n)
 {
     struct bench *b = c->b;
-    double now = now_ms();
+    double now = cli_now_ms();
     char type[64];
     if (sniff_type(m, n, type, sizeof type)) {
         if (!strcmp(type, "response.output_audio.delta") || !strcmp(type, "response.audio.delta")) {
@@ -476,7 +431,7 @@ static int send_chunk(struct conv *c)
     p[len++] = '"';
     p[len++] = '}';
     if (lws_write(c->wsi, c->tx + LWS_PRE, (size_t)len, LWS_WRITE_TEXT) < len) return -1;
-    double now = now_ms();
+    double now = cli_now_ms();
     double lag = now - (c->t_stream + (double)c->n_chunks * CHUNK_MS);
     if (lag > c->max_lag_ms) c->max_lag_ms = lag;
     c->n_chunks++;
@@ -574,12 +529,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                              "{\"type\":\"session.update\",\"session\":{\"type\":\"realtime\"%s%s}}", vad, limit);
             if (lws_write(wsi, c->tx + LWS_PRE, (size_t)k, LWS_WRITE_TEXT) < k) conv_fail(c, "cannot send session.update");
             else lws_callback_on_writable(wsi);
-        } else if (chunk_due(c, now_ms())) {
+        } else if (chunk_due(c, cli_now_ms())) {
             if (send_chunk(c)) {
                 conv_fail(c, "cannot send audio");
                 break;
             }
-            if (chunk_due(c, now_ms())) lws_callback_on_writable(wsi);
+            if (chunk_due(c, cli_now_ms())) lws_callback_on_writable(wsi);
         }
         break;
     case LWS_CALLBACK_CLIENT_CLOSED:
@@ -620,7 +575,7 @@ static void start_conv(struct conv *c)
     ci.userdata = c;
     ci.pwsi = &c->wsi;
     c->phase = PH_CONNECTING;
-    c->t_connect = now_ms();
+    c->t_connect = cli_now_ms();
     if (!lws_client_connect_via_info(&ci) && c->phase == PH_CONNECTING) {
         c->wsi = NULL;
         conv_fail(c, "cannot start a connection to %s:%d", b->host, b->port);
@@ -632,7 +587,7 @@ static void start_conv(struct conv *c)
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     struct bench *b = lws_container_of(sul, struct bench, tick);
-    double now = now_ms();
+    double now = cli_now_ms();
     bool all_done = true;
     for (int i = 0; i < b->n_convs; i++) {
         struct conv *c = &b->convs[i];
@@ -721,10 +676,10 @@ static double self_cpu_ms(void)
  * a core over half a second, so that one run's leftovers do not load the next. */
 static void wait_quiet(pid_t pid)
 {
-    double t0 = now_ms(), prev = cpu_ms(pid);
+    double t0 = cli_now_ms(), prev = cpu_ms(pid);
     bool told = false;
     usleep(500000);
-    while (!interrupted && prev >= 0 && now_ms() - t0 < 120000) {
+    while (!interrupted && prev >= 0 && cli_now_ms() - t0 < 120000) {
         double cur = cpu_ms(pid);
         if (cur < 0 || cur - prev < 75) break;
         if (!told) fprintf(stderr, "  waiting for the server to go idle before the next run...\n");
@@ -757,7 +712,7 @@ static int run(struct bench *b, int n, pid_t server, double rt_ms, struct result
         fprintf(stderr, "banter bench serve: out of memory\n");
         return 1;
     }
-    double t0 = now_ms();
+    double t0 = cli_now_ms();
     for (int i = 0; i < n; i++) {
         cv[i].b = b;
         cv[i].id = i;
@@ -774,7 +729,7 @@ static int run(struct bench *b, int n, pid_t server, double rt_ms, struct result
     while (!b->run_over)
         if (lws_service(b->ctx, 0) < 0) break;
     lws_sul_cancel(&b->tick);
-    double wall = now_ms() - t0;
+    double wall = cli_now_ms() - t0;
     double cpu1 = cpu_ms(server), self1 = self_cpu_ms();
 
     int cap = n * b->turns;
@@ -806,14 +761,14 @@ static int run(struct bench *b, int n, pid_t server, double rt_ms, struct result
             if (tok && x->srv_first_token_ms >= 0) tok[n_tok++] = x->srv_first_token_ms;
         }
     }
-    r->fa_p50 = pct(fa, n_fa, 50);
-    r->fa_p95 = pct(fa, n_fa, 95);
-    r->tot_p50 = pct(tot, n_tot, 50);
-    r->tot_p95 = pct(tot, n_tot, 95);
-    r->proc_p50 = pct(proc, n_proc, 50);
-    r->proc_p95 = pct(proc, n_proc, 95);
-    r->tok_p50 = pct(tok, n_tok, 50);
-    r->tok_p95 = pct(tok, n_tok, 95);
+    r->fa_p50 = cli_percentile(fa, n_fa, 50);
+    r->fa_p95 = cli_percentile(fa, n_fa, 95);
+    r->tot_p50 = cli_percentile(tot, n_tot, 50);
+    r->tot_p95 = cli_percentile(tot, n_tot, 95);
+    r->proc_p50 = cli_percentile(proc, n_proc, 50);
+    r->proc_p95 = cli_percentile(proc, n_proc, 95);
+    r->tok_p50 = cli_percentile(tok, n_tok, 50);
+    r->tok_p95 = cli_percentile(tok, n_tok, 95);
     r->wall_s = wall / 1000;
     r->tokens_per_s = wall > 0 ? tokens / (wall / 1000) : 0;
     r->cpu_ms_per_turn = cpu0 >= 0 && cpu1 >= 0 && r->turns_ok ? (cpu1 - cpu0) / r->turns_ok : -1;
@@ -910,9 +865,9 @@ static int start_server(const char *model, int max_sessions, char **extra, int n
     ch->pid = pid;
     char line[256];
     size_t len = 0;
-    double deadline = now_ms() + 180000;
+    double deadline = cli_now_ms() + 180000;
     while (!interrupted) {
-        double left = deadline - now_ms();
+        double left = deadline - cli_now_ms();
         if (left <= 0) break;
         struct pollfd pf = {.fd = fds[0], .events = POLLIN};
         int pr = poll(&pf, 1, left > 1000 ? 1000 : (int)left);
@@ -1144,8 +1099,8 @@ int cmd_bench_serve(int argc, char **argv)
         goto fail_tts;
     }
     for (int i = 0; i < N_QUESTIONS; i++) {
-        struct pcm p = {0};
-        banter_status st = banter_tts_synthesize(tts, QUESTIONS[i], collect, &p, NULL);
+        struct cli_pcm p = {0};
+        banter_status st = banter_tts_synthesize(tts, QUESTIONS[i], cli_pcm_collect, &p, NULL);
         /* Flite pads its speech with silence; cut it, so that the question's last sample is the end of speech
          * (the measured interval then starts where the speaker stopped, as the server's VAD sees it). */
         size_t lo = 0, hi = p.n;

@@ -52,42 +52,10 @@ static const char *const SCRIPT[] = {
 };
 #define N_SCRIPT ((int)(sizeof SCRIPT / sizeof SCRIPT[0]))
 
-struct pcm {
-    float *x;
-    size_t n, cap;
-};
-
-static int append(const float *s, size_t n, const banter_tts_chunk *c, void *user)
-{
-    (void)c;
-    struct pcm *p = user;
-    if (p->n + n > p->cap) {
-        size_t cap = (p->n + n) * 2;
-        float *g = realloc(p->x, cap * sizeof *g);
-        if (!g) return 0;
-        p->x = g;
-        p->cap = cap;
-    }
-    memcpy(p->x + p->n, s, n * sizeof *s);
-    p->n += n;
-    return 1;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of v[0, n) (sorted in place). */
+/* The nearest-rank percentile, 0 when there is nothing to rank. */
 static double pct(double *v, int n, double p)
 {
-    if (n == 0) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    int k = (int)(p / 100.0 * n + 0.999999) - 1;
-    if (k < 0) k = 0;
-    if (k >= n) k = n - 1;
-    return v[k];
+    return n ? cli_percentile(v, n, p) : 0;
 }
 
 /* Word-level edit distance. */
@@ -247,8 +215,8 @@ int cmd_bench_voice(int argc, char **argv)
         return 1;
     }
     for (int i = 0; i < N_SCRIPT; i++) {
-        struct pcm p = {0};
-        banter_tts_synthesize(tts, SCRIPT[i], append, &p, NULL);
+        struct cli_pcm p = {0};
+        banter_tts_synthesize(tts, SCRIPT[i], cli_pcm_collect, &p, NULL);
         speech[i] = p.x;
         n_speech[i] = p.n;
     }

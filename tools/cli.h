@@ -41,4 +41,17 @@ const char *cli_value(int argc, char **argv, int *i);
 /* The hint printed when a model path is missing or cannot be opened. */
 void cli_model_hint(void);
 
+/* What the benchmarks share: a monotonic clock in milliseconds, and the nearest-rank percentile p (0-100) of
+ * v[0, n), which sorts v in place (-1 when n is 0). */
+double cli_now_ms(void);
+double cli_percentile(double *v, int n, double p);
+
+/* Synthesized audio collected into one growing buffer: pass cli_pcm_collect and a zeroed struct cli_pcm to
+ * banter_tts_synthesize; free x afterwards. */
+struct cli_pcm {
+    float *x;
+    size_t n, cap;
+};
+int cli_pcm_collect(const float *samples, size_t n, const banter_tts_chunk *chunk, void *user);
+
 #endif
