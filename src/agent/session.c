@@ -251,6 +251,14 @@ static banter_chat_message *history_view(banter_session *s, const char *extra_us
     return v;
 }
 
+/* The blanks (spaces and newlines) that s[0, n) starts with: a reply's leading ones are not its message's. */
+static size_t blank_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\n')) i++;
+    return i;
+}
+
 size_t agent_heard_len(const char *reply, size_t len, const struct agent_span *spans, size_t n_spans,
                        size_t played)
 {
@@ -449,7 +457,7 @@ static void barge_in_at(banter_session *s, size_t played)
         h[heard] = 0;
     }
     const char *t = h ? h : "";
-    while (*t == ' ' || *t == '\n') t++; /* as the message will hold it */
+    t += blank_prefix(t, strlen(t)); /* as the message will hold it */
     emit_text(s, BANTER_EVENT_BARGE_IN, t);
     core_free(h);
     pthread_cond_broadcast(&s->cond);
@@ -708,8 +716,7 @@ static void run_reply(banter_session *s, struct job *j, banter_chat_message *v, 
     } else {
         while (heard_len > 0 && (s->reply[heard_len - 1] == ' ' || s->reply[heard_len - 1] == '\n')) heard_len--;
     }
-    size_t start = 0;
-    while (start < heard_len && (s->reply[start] == ' ' || s->reply[start] == '\n')) start++;
+    size_t start = blank_prefix(s->reply, heard_len);
     s->reply_pos = s->n_msgs;
     if (!st->failed && heard_len > start) push_msg(s, "assistant", s->reply + start, heard_len - start);
     s->msg_final = true;
@@ -1356,8 +1363,7 @@ static int recut(banter_session *s, size_t played, size_t *cut_len)
     bool has_msg = s->reply_pos + 1 == s->n_msgs && !strcmp(s->msgs[s->reply_pos].role, "assistant");
     if (!s->has_reply || (!has_msg && s->reply_pos != s->n_msgs)) return BANTER_ERR_NOT_FOUND;
     size_t heard = agent_heard_len(s->reply, s->reply_len, s->spans, s->n_spans, played);
-    size_t start = 0;
-    while (start < heard && (s->reply[start] == ' ' || s->reply[start] == '\n')) start++;
+    size_t start = blank_prefix(s->reply, heard);
     size_t now_len = has_msg ? strlen(s->msgs[s->reply_pos].content) : 0;
     if (heard - start >= now_len) return BANTER_OK;
     char *cut = heard > start ? core_malloc(heard - start + 1) : NULL;

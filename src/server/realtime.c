@@ -202,7 +202,21 @@ static void send_event(struct rt_conn *c, json_t *ev)
     wake(c->rt);
 }
 
-/* An error event: type is OpenAI's error type, code a short machine-readable code (or NULL). */
+/* An error event: type is OpenAI's error type, code a short machine-readable code; code, param and event_id
+ * may be NULL. */
+static json_t *error_json(const char *type, const char *code, const char *param, const char *event_id,
+                          const char *msg)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "type", json_string(type));
+    json_object_set_new(e, "code", code ? json_string(code) : json_null());
+    json_t *jm = json_string(msg);
+    json_object_set_new(e, "message", jm ? jm : json_string("(the message is not valid UTF-8)"));
+    json_object_set_new(e, "param", param ? json_string(param) : json_null());
+    json_object_set_new(e, "event_id", event_id ? json_string(event_id) : json_null());
+    return json_pack("{s:s,s:o}", "type", "error", "error", e);
+}
+
 static void send_error(struct rt_conn *c, const char *type, const char *code, const char *param, const char *event_id,
                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static void send_error(struct rt_conn *c, const char *type, const char *code, const char *param, const char *event_id,
@@ -215,14 +229,7 @@ static void send_error(struct rt_conn *c, const char *type, const char *code, co
     va_end(ap);
     core_debug("realtime: connection %lu: error: %s", c->serial, msg);
     if (c->rt->metrics) metrics_error(c->rt->metrics, !strcmp(type, "server_error") ? "internal" : "invalid_request");
-    json_t *e = json_object();
-    json_object_set_new(e, "type", json_string(type));
-    json_object_set_new(e, "code", code ? json_string(code) : json_null());
-    json_t *jm = json_string(msg);
-    json_object_set_new(e, "message", jm ? jm : json_string("(the message is not valid UTF-8)"));
-    json_object_set_new(e, "param", param ? json_string(param) : json_null());
-    json_object_set_new(e, "event_id", event_id ? json_string(event_id) : json_null());
-    send_event(c, json_pack("{s:s,s:o}", "type", "error", "error", e));
+    send_event(c, error_json(type, code, param, event_id, msg));
 }
 
 static void new_id(struct rt_conn *c, const char *prefix, char *out)
@@ -603,10 +610,8 @@ static void on_session_event(const banter_event *ev, void *user)
     case BANTER_EVENT_ERROR: {
         if (c->resp_open) c->resp_failed = true;
         if (c->rt->metrics) metrics_error(c->rt->metrics, "session");
-        json_t *msg = json_string(ev->text ? ev->text : "error");
-        if (!msg) msg = json_string("error");
-        send_locked(c, json_pack("{s:s,s:{s:s,s:s,s:o,s:n,s:n}}", "type", "error", "error", "type", "server_error",
-                                 "code", banter_status_str(ev->status), "message", msg, "param", "event_id"));
+        send_locked(c, error_json("server_error", banter_status_str(ev->status), NULL, NULL,
+                                  ev->text ? ev->text : "error"));
         break;
     }
     default:
@@ -869,8 +874,6 @@ static void handle_session_update(struct rt_conn *c, json_t *root, const char *e
         free(c->voice);
         c->voice = new_voice;
     }
-    cfg.system_prompt = c->instructions ? c->instructions : c->rt->instructions;
-    if (c->voice) set_voice(c->voice, &cfg.tts);
     if (cfg.max_reply_tokens > c->max_reply_open) cfg.max_reply_tokens = c->max_reply_open; /* as the session does */
     c->cfg = cfg;
     c->vad = vad;
