@@ -137,6 +137,8 @@ struct rt {
     int n_sessions; /* open sessions */
     unsigned long serial;
     struct rt_conn *run_head, *run_tail;
+    struct rt_conn **live; /* the loop's scratch for rt_service: [cap_live] */
+    int cap_live;
     pthread_t *workers;
     int n_workers;
 };
@@ -1567,12 +1569,20 @@ void rt_service(struct rt *rt)
      * conn->lock before rt->lock (scheduling takes them so). A connection that is not gone cannot be freed
      * meanwhile: only this thread marks connections gone, and only gone ones are freed. */
     pthread_mutex_lock(&rt->lock);
-    struct rt_conn **live = malloc((size_t)(rt->n_conns > 0 ? rt->n_conns : 1) * sizeof *live);
+    if (rt->n_conns > rt->cap_live) {
+        struct rt_conn **p = realloc(rt->live, (size_t)rt->n_conns * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&rt->lock);
+            return; /* out of memory: tried again at the next wake-up */
+        }
+        rt->live = p;
+        rt->cap_live = rt->n_conns;
+    }
+    struct rt_conn **live = rt->live;
     int n = 0;
-    for (struct rt_conn *c = rt->conns; c && live; c = c->next)
+    for (struct rt_conn *c = rt->conns; c; c = c->next)
         if (!c->gone && c->wsi) live[n++] = c;
     pthread_mutex_unlock(&rt->lock);
-    if (!live) return; /* out of memory: tried again at the next wake-up */
     for (int i = 0; i < n; i++) {
         struct rt_conn *c = live[i];
         pthread_mutex_lock(&c->lock);
@@ -1589,7 +1599,6 @@ void rt_service(struct rt *rt)
             lws_callback_on_writable(c->wsi);
         }
     }
-    free(live);
 }
 
 int rt_sessions(struct rt *rt)
@@ -1661,6 +1670,7 @@ void rt_close(struct rt *rt)
     pthread_cond_destroy(&rt->cond);
     pthread_cond_destroy(&rt->freed_cond);
     pthread_mutex_destroy(&rt->lock);
+    free(rt->live);
     free(rt->instructions);
     free(rt->model_id);
     free(rt);
